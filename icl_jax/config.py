@@ -1,0 +1,231 @@
+"""The config schema, argument parsing for experiment files, and validation.
+
+Every experiment file starts from `base_config()` so that the names researchers type on
+command lines and in sweeps are the same everywhere (see the schema in README.md).
+Validation runs before any data is loaded or anything compiles, and raises `UserError`
+with the fix in the message.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import ml_collections
+
+from icl_jax.errors import UserError
+
+PROMPTS = ('gpicl', 'context_query')
+TASK_FAMILIES = ('projected',)
+MODELS = ('transformer',)
+SCHEDULES = ('constant', 'cosine')
+POSITIONS = ('learned', 'none')
+INFINITE_TASKS = -1
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults for every field; experiment files override what they need."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Every key derives from it by fold_in with a named purpose.
+
+  c.data = ml_collections.ConfigDict()
+  c.data.dataset = 'digits'  # TFDS name; 'digits' is embedded and prepared offline.
+  c.data.image_shape = (8, 8)  # Every dataset is grayscaled and resized to this.
+  # None: $TFDS_DATA_DIR, else ~/tensorflow_datasets.
+  c.data.data_dir = ml_collections.config_dict.placeholder(str)
+  c.data.train_split = 'train'  # Seen-task episodes (training and seen-task eval).
+  c.data.eval_split = 'test'  # Unseen-task episodes: new tasks on held-out examples.
+
+  c.task = ml_collections.ConfigDict()
+  c.task.family = 'projected'
+  c.task.num_tasks = 2**16  # Size of the task pool; -1: a fresh task per episode.
+  c.task.seq_len = 50  # T: examples per episode.
+  c.task.prompt = 'context_query'  # 'gpicl' ([x_t, y_{t-1}], T tokens) or 'context_query' (2T tokens).
+  c.task.proj_scale = 1.0  # A_ij ~ N(0, proj_scale / Nx).
+  c.task.bias_fraction = 0.0  # Share of each batch that keeps the identity label permutation.
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'transformer'
+  c.model.width = 256  # N_M, the residual stream width.
+  c.model.depth = 4  # Number of blocks.
+  c.model.num_heads = 8
+  c.model.qkv_size = 32  # Per head.
+  c.model.mlp_ratio = 4  # MLP hidden = mlp_ratio * width.
+  c.model.positions = 'learned'  # Or 'none': order comes from the attention mask alone.
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 1000
+  c.train.batch_size = 128  # Global: split over the mesh's data axis.
+  c.train.lr = 1e-3
+  c.train.b1 = 0.9
+  c.train.b2 = 0.999
+  c.train.eps = 1e-8
+  c.train.warmup_steps = 0
+  c.train.schedule = 'constant'  # After warm-up; 'cosine' decays to 0 at train.steps.
+  c.train.grad_clip = 1.0  # Global-norm clip; 0 disables it.
+  c.train.log_every_steps = 50
+  c.train.eval_every_steps = 500
+  c.train.checkpoint_every_steps = 500
+  c.train.keep_checkpoints = 3
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_episodes = 256  # Per evaluation, for each of seen and unseen tasks.
+  c.eval.first_positions = 5  # "Accuracy at the first positions" averages over these.
+  c.eval.last_positions = 10  # "... at the last positions" averages over these.
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # Devices on the data axis; -1: all of them.
+  return c
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+  """Parses an experiment file's `:a=1,b` argument into typed options (big_vision style).
+
+  Each option's type is its default's; a bare name sets a boolean option to True.
+  """
+  out = dict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    name, has_value, value = item.partition('=')
+    name = name.strip()
+    if name not in defaults:
+      raise UserError(f'Unknown experiment argument {name!r} in {arg!r}. '
+                      f'Known arguments: {", ".join(sorted(defaults))}.')
+    default = defaults[name]
+    if not has_value:
+      if not isinstance(default, bool):
+        raise UserError(f'Experiment argument {name!r} needs a value, e.g. {name}={default!r}.')
+      out[name] = True
+      continue
+    out[name] = _parse_value(name, value.strip(), default)
+  return ml_collections.ConfigDict(out)
+
+
+def _parse_value(name: str, value: str, default: Any) -> Any:
+  try:
+    if isinstance(default, bool):
+      if value.lower() not in ('true', 'false', '1', '0'):
+        raise ValueError(value)
+      return value.lower() in ('true', '1')
+    if isinstance(default, int):
+      return int(float(value)) if float(value).is_integer() else int(value)
+    if isinstance(default, float):
+      return float(value)
+  except ValueError:
+    raise UserError(f'Experiment argument {name}={value!r} is not a valid '
+                    f'{type(default).__name__} (default {default!r}).') from None
+  return value
+
+
+def _require(ok: bool, message: str) -> None:
+  if not ok:
+    raise UserError(message)
+
+
+def _is_int(x: Any) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool)
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+  """Checks every field a run depends on; raises UserError naming the field and the fix.
+
+  Checks that need the dataset (sequence length vs. dataset size) live in the data layer.
+  """
+  t, m, tr, e = config.task, config.model, config.train, config.eval
+  _require(_is_int(config.seed), f'config.seed must be an integer, got {config.seed!r}.')
+  shape = tuple(config.data.image_shape)
+  _require(len(shape) == 2 and all(_is_int(s) and s > 0 for s in shape),
+           f'config.data.image_shape must be two positive integers like (8, 8), got {shape!r}.')
+  _require(t.family in TASK_FAMILIES,
+           f'config.task.family={t.family!r} is unknown; choose one of {TASK_FAMILIES}.')
+  _require(_is_int(t.num_tasks) and (t.num_tasks >= 1 or t.num_tasks == INFINITE_TASKS),
+           f'config.task.num_tasks must be an integer >= 1, or -1 for a fresh task per '
+           f'episode; got {t.num_tasks!r}.')
+  _require(_is_int(t.num_tasks) and t.num_tasks < 2**31,
+           f'config.task.num_tasks={t.num_tasks} is too large; use < 2**31 or -1 (infinite).')
+  _require(_is_int(t.seq_len) and t.seq_len >= 1,
+           f'config.task.seq_len must be an integer >= 1, got {t.seq_len!r}.')
+  _require(t.prompt in PROMPTS, f'config.task.prompt={t.prompt!r} is unknown; choose one of {PROMPTS}.')
+  _require(isinstance(t.proj_scale, (int, float)) and t.proj_scale > 0,
+           f'config.task.proj_scale must be > 0, got {t.proj_scale!r}.')
+  _require(isinstance(t.bias_fraction, (int, float)) and 0.0 <= t.bias_fraction <= 1.0,
+           f'config.task.bias_fraction must be in [0, 1], got {t.bias_fraction!r}.')
+
+  _require(m.name in MODELS, f'config.model.name={m.name!r} is unknown; choose one of {MODELS}.')
+  _require(m.positions in POSITIONS,
+           f'config.model.positions={m.positions!r} is unknown; choose one of {POSITIONS}.')
+  for field in ('width', 'depth', 'num_heads', 'qkv_size', 'mlp_ratio'):
+    value = m[field]
+    _require(_is_int(value) and value >= 1,
+             f'config.model.{field} must be an integer >= 1, got {value!r}.')
+
+  for field in ('steps', 'batch_size', 'log_every_steps', 'eval_every_steps',
+                'checkpoint_every_steps', 'keep_checkpoints'):
+    value = tr[field]
+    _require(_is_int(value) and value >= 1,
+             f'config.train.{field} must be an integer >= 1, got {value!r}.')
+  _require(_is_int(tr.warmup_steps) and tr.warmup_steps >= 0,
+           f'config.train.warmup_steps must be an integer >= 0, got {tr.warmup_steps!r}.')
+  for field in ('lr', 'eps'):
+    value = tr[field]
+    _require(isinstance(value, (int, float)) and value > 0 and math.isfinite(value),
+             f'config.train.{field} must be a finite number > 0, got {value!r}.')
+  for field in ('b1', 'b2'):
+    value = tr[field]
+    _require(isinstance(value, (int, float)) and 0.0 <= value < 1.0,
+             f'config.train.{field} must be in [0, 1), got {value!r}.')
+  _require(isinstance(tr.grad_clip, (int, float)) and tr.grad_clip >= 0,
+           f'config.train.grad_clip must be >= 0 (0 disables clipping), got {tr.grad_clip!r}.')
+  _require(tr.schedule in SCHEDULES,
+           f'config.train.schedule={tr.schedule!r} is unknown; choose one of {SCHEDULES}.')
+
+  _require(_is_int(e.num_episodes) and e.num_episodes >= 1,
+           f'config.eval.num_episodes must be an integer >= 1, got {e.num_episodes!r}.')
+  for field in ('first_positions', 'last_positions'):
+    value = e[field]
+    _require(_is_int(value) and 1 <= value <= t.seq_len,
+             f'config.eval.{field} must be an integer in [1, config.task.seq_len={t.seq_len}], '
+             f'got {value!r}.')
+
+  _require(_is_int(config.mesh.data) and (config.mesh.data >= 1 or config.mesh.data == -1),
+           f'config.mesh.data must be a device count >= 1, or -1 for all devices; '
+           f'got {config.mesh.data!r}.')
+  if num_devices is not None:
+    data_devices = num_devices if config.mesh.data == -1 else config.mesh.data
+    _require(data_devices <= num_devices,
+             f'config.mesh.data={config.mesh.data} asks for more devices than the '
+             f'{num_devices} available; use -1 for all of them.')
+    _require(tr.batch_size % data_devices == 0,
+             f'config.train.batch_size={tr.batch_size} is not divisible by the {data_devices} '
+             f'devices of the data axis; use a multiple of {data_devices}.')
+    _require(e.num_episodes % data_devices == 0,
+             f'config.eval.num_episodes={e.num_episodes} is not divisible by the {data_devices} '
+             f'devices of the data axis; use a multiple of {data_devices}.')
+
+
+def to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """JSON-ready dict (tuples become lists)."""
+  return config.to_dict()
+
+
+def from_dict(d: dict[str, Any]) -> ml_collections.ConfigDict:
+  """Rebuilds a stored config on top of the current defaults.
+
+  Fields this version does not know are kept, fields added since get their defaults, and
+  JSON lists come back as tuples where the default is a tuple.
+  """
+  config = base_config()
+  _merge(config, d)
+  return config
+
+
+def _merge(target: ml_collections.ConfigDict, d: dict[str, Any]) -> None:
+  for key, value in d.items():
+    if isinstance(value, dict):
+      if key not in target:
+        target[key] = ml_collections.ConfigDict()
+      _merge(target[key], value)
+      continue
+    if isinstance(value, list) and isinstance(target.get(key), tuple):
+      value = tuple(value)
+    with target.ignore_type():
+      target[key] = value

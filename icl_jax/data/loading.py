@@ -1,0 +1,310 @@
+"""Loads one split of an image classification dataset as preprocessed arrays.
+
+Every dataset, the embedded `digits` one included, goes through TFDS: the split
+is read from an array_record data source (random access, no TensorFlow, no
+tf.data), converted to grayscale, resized, flattened and z-normalised. The
+result is cached as one .npz per (dataset version, split, image shape) under
+`<data_dir>/icl_jax_cache/`, because decoding MNIST-size datasets record by
+record takes far longer than reading the arrays back.
+"""
+
+import dataclasses
+import difflib
+import logging
+import os
+import tempfile
+
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+
+from icl_jax.data import digits
+from icl_jax.errors import UserError
+
+CACHE_DIRNAME = 'icl_jax_cache'
+# Part of every cache file name: bump it whenever `preprocess` changes, so
+# that caches written by older code are never read.
+_PREPROCESSING_VERSION = 1
+# Records fetched per `__getitems__` call: enough to amortise the per-call
+# overhead, few enough that one batch of decoded records stays small.
+_READ_BATCH_SIZE = 4096
+# ITU-R BT.601 luma weights.
+_LUMA_WEIGHTS_C = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+# eq=False: a generated __eq__/__hash__ would compare arrays elementwise and
+# fail; datasets compare by identity.
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+  """One preprocessed split of an image classification dataset.
+
+  Attributes:
+    x_NxD: float32 grayscale images resized to `image_shape`, flattened
+      row-major (D = H * W) and z-normalised by one scalar mean and std over
+      all examples and pixels of this split.
+    y_N: int32 class labels in [0, num_classes).
+    num_classes: number of classes of the dataset's `label` feature.
+    image_shape: (H, W) the images were resized to.
+    name: TFDS dataset name, as passed to `load`.
+    split: TFDS split name, as passed to `load`.
+  """
+
+  x_NxD: np.ndarray
+  y_N: np.ndarray
+  num_classes: int
+  image_shape: tuple[int, int]
+  name: str
+  split: str
+
+  @property
+  def num_features(self) -> int:
+    return self.image_shape[0] * self.image_shape[1]
+
+
+def default_data_dir() -> str:
+  """Returns $TFDS_DATA_DIR if set, else ~/tensorflow_datasets (TFDS's own)."""
+  return os.path.expanduser(
+      os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets'
+  )
+
+
+def load(
+    name: str,
+    split: str,
+    image_shape: tuple[int, int],
+    data_dir: str | None = None,
+) -> Dataset:
+  """Loads a split through TFDS, preprocessed, from the cache when possible.
+
+  `digits` is prepared into `data_dir` on first use (offline); every other
+  dataset must already be prepared there in array_record format.
+
+  Args:
+    name: TFDS dataset name, e.g. 'digits', 'mnist', 'cifar10'.
+    split: a split name of the dataset, e.g. 'train' or 'test' (no slicing).
+    image_shape: (H, W) to resize the images to.
+    data_dir: TFDS data dir; None means `default_data_dir()`.
+
+  Returns:
+    The preprocessed split.
+
+  Raises:
+    UserError: bad `image_shape`, unknown dataset or split, dataset not
+      prepared or not in array_record format, or not an image classification
+      dataset.
+  """
+  image_shape = _check_image_shape(image_shape)
+  data_dir = os.path.expanduser(data_dir or default_data_dir())
+  builder = _prepared_builder(name, data_dir)
+  if split not in builder.info.splits:
+    raise UserError(
+        f'Dataset {name!r} has no split {split!r}; available splits: '
+        f'{", ".join(sorted(builder.info.splits))}. Use one of those.'
+    )
+  num_classes = _check_features(builder, name)
+
+  height, width = image_shape
+  cache_path = os.path.join(
+      data_dir,
+      CACHE_DIRNAME,
+      builder.info.full_name,  # name[/config]/version
+      f'{split}-{height}x{width}-p{_PREPROCESSING_VERSION}.npz',
+  )
+  if os.path.exists(cache_path):
+    with np.load(cache_path) as cache:
+      x_NxD, y_N = cache['x_NxD'], cache['y_N']
+  else:
+    images_NxHxWxC, y_N = _read_split(builder, split)
+    x_NxD = preprocess(images_NxHxWxC, image_shape)
+    _write_npz_atomically(cache_path, x_NxD=x_NxD, y_N=y_N)
+  return Dataset(
+      x_NxD=x_NxD,
+      y_N=y_N,
+      num_classes=num_classes,
+      image_shape=image_shape,
+      name=name,
+      split=split,
+  )
+
+
+def preprocess(
+    images_NxHxWxC: np.ndarray, image_shape: tuple[int, int]
+) -> np.ndarray:
+  """Grayscale, resize, flatten and z-normalise a stack of images.
+
+  Args:
+    images_NxHxWxC: images with C == 1 (grayscale) or C == 3 (RGB), any
+      numeric dtype and value range.
+    image_shape: (H', W') to resize to; equal to (H, W) means no resizing.
+
+  Returns:
+    x_NxD float32 with D = H' * W', z-normalised by the scalar mean and std of
+    all its entries.
+  """
+  images_NxHxWxC = np.asarray(images_NxHxWxC, np.float32)
+  num_channels = images_NxHxWxC.shape[-1]
+  if num_channels == 3:
+    images_NxHxW = images_NxHxWxC @ _LUMA_WEIGHTS_C
+  elif num_channels == 1:
+    images_NxHxW = images_NxHxWxC[..., 0]
+  else:
+    raise UserError(
+        f'Images have {num_channels} channels; only grayscale (1) and RGB (3) '
+        'are supported. Use a dataset with grayscale or RGB images.'
+    )
+
+  num_examples = images_NxHxW.shape[0]
+  if images_NxHxW.shape[1:] != tuple(image_shape):
+    # jax.image.resize works on the whole batch at once (PIL would need a
+    # Python loop over images), and with antialias=True its linear kernel
+    # widens when downsampling, so it averages over each output pixel's area
+    # instead of aliasing. Pinned to the CPU so the cache does not depend on
+    # the accelerator, and preprocessing takes no accelerator memory.
+    with jax.default_device(jax.devices('cpu')[0]):
+      images_NxHxW = np.asarray(
+          jax.image.resize(
+              images_NxHxW,
+              (num_examples, *image_shape),
+              method='linear',
+              antialias=True,
+          )
+      )
+
+  x_NxD = images_NxHxW.reshape(num_examples, -1)
+  # Accumulate in float64: float32 sums over ~5e7 pixels lose precision. One
+  # scalar mean and std for the whole split, as the GPICL paper does.
+  mean = np.float32(x_NxD.mean(dtype=np.float64))
+  std = np.float32(x_NxD.std(dtype=np.float64))
+  return (x_NxD - mean) / std
+
+
+def _check_image_shape(image_shape) -> tuple[int, int]:
+  """Returns `image_shape` as a tuple of two positive ints, or raises."""
+  ok = (
+      isinstance(image_shape, (tuple, list))
+      and len(image_shape) == 2
+      and all(
+          isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+          for v in image_shape
+      )
+  )
+  if not ok:
+    raise UserError(
+        f'image_shape must be two positive integers (height, width), got '
+        f'{image_shape!r}. Set it (config.data.image_shape) to e.g. (28, 28).'
+    )
+  return int(image_shape[0]), int(image_shape[1])
+
+
+def _prepared_builder(
+    name: str, data_dir: str
+) -> tfds.core.DatasetBuilder:
+  """Returns the builder of a dataset prepared in array_record, or raises.
+
+  Preparing `digits` (offline) if needed; everything else must already be
+  there, checked before anything is read.
+  """
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.DatasetNotFoundError as e:
+    # Without community datasets: listing those needs network access.
+    known = tfds.list_builders(with_community_datasets=False)
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f' Did you mean one of {close}?' if close else ''
+    raise UserError(
+        f'Unknown dataset {name!r}.{hint} Check the spelling; '
+        '`tfds.list_builders()` lists the dataset names TFDS knows.'
+    ) from e
+
+  if not builder.is_prepared():
+    if isinstance(builder, digits.Digits):
+      builder.download_and_prepare(
+          file_format='array_record',
+          download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+      )
+    else:
+      raise UserError(
+          f'Dataset {name!r} is not prepared in data dir {data_dir} (looked '
+          f'for {builder.data_dir}), and icl_jax never downloads. To fix, on '
+          "a host with internet run `pip install 'icl_jax[prepare]'` and "
+          f'`tfds build {name} --data_dir {data_dir} '
+          '--file_format=array_record` (then copy the data dir here if that '
+          'host is another one), or point TFDS_DATA_DIR / '
+          'config.data.data_dir at a data dir that holds it.'
+      )
+
+  formats = builder.info.available_file_formats()
+  if tfds.core.FileFormat.ARRAY_RECORD not in formats:
+    if isinstance(builder, digits.Digits):
+      fix = f'Delete {builder.data_dir}; icl_jax then prepares it again.'
+    else:
+      fix = (
+          f'Rebuild it with `tfds build {name} --data_dir {data_dir} '
+          '--file_format=array_record`.'
+      )
+    raise UserError(
+        f'Dataset {name!r} in {builder.data_dir} is stored as '
+        f'{", ".join(sorted(f.value for f in formats))}, but icl_jax reads '
+        f'only array_record (random access without TensorFlow). {fix}'
+    )
+  return builder
+
+
+def _check_features(builder: tfds.core.DatasetBuilder, name: str) -> int:
+  """Returns the number of classes, or raises if not image classification."""
+  features = builder.info.features
+  if not (
+      'image' in features
+      and 'label' in features
+      and isinstance(features['label'], tfds.features.ClassLabel)
+      and len(features['image'].shape) == 3
+      and features['image'].shape[-1] in (1, 3)
+  ):
+    raise UserError(
+        f'Dataset {name!r} is not a supported image classification dataset: '
+        "it needs an 'image' feature of grayscale or RGB images and a 'label' "
+        f'ClassLabel feature, but has {features}. Use a dataset such as '
+        'mnist, fashion_mnist, kmnist, cifar10 or svhn_cropped.'
+    )
+  return features['label'].num_classes
+
+
+def _read_split(
+    builder: tfds.core.DatasetBuilder, split: str
+) -> tuple[np.ndarray, np.ndarray]:
+  """Reads all records of a split: (images_NxHxWxC, labels_N int32)."""
+  source = builder.as_data_source(split, file_format='array_record')
+  num_examples = len(source)
+  get_batch = getattr(source, '__getitems__', None)
+  image_batches, label_batches = [], []
+  for start in range(0, num_examples, _READ_BATCH_SIZE):
+    keys = list(range(start, min(start + _READ_BATCH_SIZE, num_examples)))
+    records = get_batch(keys) if get_batch else [source[k] for k in keys]
+    image_batches.append(np.stack([r['image'] for r in records]))
+    label_batches.append(np.array([r['label'] for r in records], np.int32))
+  return np.concatenate(image_batches), np.concatenate(label_batches)
+
+
+def _write_npz_atomically(path: str, **arrays: np.ndarray) -> None:
+  """Writes an .npz so that `path` is either absent or complete."""
+  cache_dir = os.path.dirname(path)
+  try:
+    os.makedirs(cache_dir, exist_ok=True)
+    # Same directory as `path`, so that os.replace is an atomic rename.
+    fd, tmp_path = tempfile.mkstemp(dir=cache_dir, suffix='.npz.tmp')
+  except OSError as e:
+    # A read-only shared data dir must not stop training; it just re-reads.
+    logging.warning('Not caching preprocessed data at %s: %s', path, e)
+    return
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      np.savez(f, **arrays)
+      # Without fsync a crash can persist the rename but not the data.
+      f.flush()
+      os.fsync(f.fileno())
+    # mkstemp makes the file owner-only; others sharing the data dir read it.
+    os.chmod(tmp_path, 0o644)
+    os.replace(tmp_path, path)
+  finally:
+    if os.path.exists(tmp_path):
+      os.remove(tmp_path)

@@ -1,0 +1,10 @@
+"""On-device task samplers and the prompt formats that turn episodes into token sequences."""
+
+from icl_jax.tasks.episode import Episode
+from icl_jax.tasks.projected import sample_episodes
+from icl_jax.tasks.projected import sample_task_ids
+from icl_jax.tasks.projected import task_params
+from icl_jax.tasks.prompts import attention_mask
+from icl_jax.tasks.prompts import num_tokens
+from icl_jax.tasks.prompts import predictions
+from icl_jax.tasks.prompts import tokens

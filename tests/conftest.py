@@ -1,0 +1,19 @@
+"""Test setup: 8 simulated CPU devices, strict rank promotion, one shared TFDS data dir."""
+
+import os
+
+# Must precede the first jax import anywhere in the test session.
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           ' --xla_force_host_platform_device_count=8').strip()
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+jax.config.update('jax_numpy_rank_promotion', 'raise')
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory):
+  """A TFDS data dir shared by the session: the digits builder is prepared into it once."""
+  return str(tmp_path_factory.mktemp('tfds'))

@@ -1,0 +1,143 @@
+"""The GPICL sampler and the prompt formats."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from icl_jax import tasks
+from icl_jax.tasks import projected
+
+N, D, C, T, B = 200, 16, 10, 12, 64
+
+# Jitted once and reused: eager op-by-op dispatch would dominate these tests' time.
+_sample = jax.jit(tasks.sample_episodes, static_argnames=(
+    'batch_size', 'seq_len', 'num_tasks', 'num_classes', 'proj_scale', 'bias_fraction', 'unseen'))
+_task_params = jax.jit(jax.vmap(tasks.task_params, in_axes=(None, 0, None, None, None)),
+                       static_argnums=(2, 3, 4))
+_task_ids = jax.jit(tasks.sample_task_ids, static_argnums=(1, 2, 3))
+
+
+@pytest.fixture(scope='module')
+def dataset():
+  x_NxD = jax.random.normal(jax.random.key(0), (N, D))
+  y_N = jnp.arange(N, dtype=jnp.int32) % C
+  return x_NxD, y_N
+
+
+def sample(dataset, key=1, **kw):
+  args = dict(batch_size=B, seq_len=T, num_tasks=16, num_classes=C)
+  args.update(kw)
+  return _sample(jax.random.key(key), jax.random.key(99), *dataset, **args)
+
+
+def test_shapes_and_dtypes(dataset):
+  ep = sample(dataset)
+  assert ep.x_BxTxD.shape == (B, T, D) and ep.x_BxTxD.dtype == jnp.float32
+  assert ep.y_BxT.shape == (B, T) and ep.y_BxT.dtype == jnp.int32
+  assert int(ep.y_BxT.min()) >= 0 and int(ep.y_BxT.max()) < C
+
+
+def test_deterministic_for_a_key_and_different_across_keys(dataset):
+  a, b, c = sample(dataset, key=1), sample(dataset, key=1), sample(dataset, key=2)
+  np.testing.assert_array_equal(a.x_BxTxD, b.x_BxTxD)
+  np.testing.assert_array_equal(a.y_BxT, b.y_BxT)
+  assert not np.array_equal(a.x_BxTxD, c.x_BxTxD)
+
+
+@pytest.mark.parametrize('num_tasks', [1, 4, 64])
+def test_finite_pool_yields_at_most_num_tasks_projections(num_tasks):
+  # With the one-row dataset x = e_0, every input of an episode is column 0 of its task's
+  # A, so the distinct input vectors of a batch are its distinct projections.
+  x_1xD = jnp.zeros((1, D)).at[0, 0].set(1.0)
+  ep = _sample(jax.random.key(1), jax.random.key(99), x_1xD, jnp.zeros((1,), jnp.int32),
+               batch_size=512, seq_len=2, num_tasks=num_tasks, num_classes=C)
+  columns = {tuple(np.round(np.asarray(v), 5)) for v in ep.x_BxTxD.reshape(-1, D)}
+  assert len(columns) <= num_tasks
+  assert len(columns) >= min(num_tasks, 40)  # 512 draws from the pool reach most of it.
+
+
+def test_large_pool_is_large():
+  ids = _task_ids(jax.random.key(3), 4096, 2**20, False)
+  assert len(set(np.asarray(ids).tolist())) > 4000  # Large pools really are large.
+
+
+def test_episode_inputs_are_projected_dataset_rows(dataset):
+  """x_t = A x_i for a dataset row i, with the A of the episode's task."""
+  x_NxD, y_N = dataset
+  ids_key, _ = jax.random.split(jax.random.key(1))
+  ids_B = _task_ids(ids_key, B, 16, False)
+  ep = sample(dataset)
+  a_BxDxD, perm_BxC = _task_params(jax.random.key(99), ids_B, D, C, 1.0)
+  a_DxD, perm_C = a_BxDxD[0], perm_BxC[0]
+  recovered_TxD = ep.x_BxTxD[0] @ jnp.linalg.inv(a_DxD).T
+  dist_TxN = jnp.linalg.norm(recovered_TxD[:, None] - x_NxD[None], axis=-1)
+  idx_T = dist_TxN.argmin(-1)
+  np.testing.assert_allclose(dist_TxN.min(-1), 0, atol=1e-3)
+  np.testing.assert_array_equal(ep.y_BxT[0], perm_C[y_N[idx_T]])
+
+
+def test_permutations_are_valid():
+  _, perm_KxC = _task_params(jax.random.key(0), jnp.arange(64, dtype=jnp.uint32), D, C, 1.0)
+  np.testing.assert_array_equal(np.sort(np.asarray(perm_KxC), axis=1), np.tile(np.arange(C), (64, 1)))
+  assert len({tuple(p) for p in np.asarray(perm_KxC).tolist()}) > 50  # Not all the same.
+
+
+def test_seen_and_unseen_ids_are_disjoint():
+  for num_tasks in (1, 2**10, -1):
+    seen = np.asarray(_task_ids(jax.random.key(0), 4096, num_tasks, False))
+    unseen = np.asarray(_task_ids(jax.random.key(0), 4096, num_tasks, True))
+    assert seen.max() < projected.UNSEEN_OFFSET <= unseen.min()
+    assert not set(seen.tolist()) & set(unseen.tolist())
+
+
+@pytest.mark.parametrize('scale', [1.0, 4.0])
+def test_projection_statistics_match_scale(scale):
+  d = 64
+  a = np.asarray(_task_params(jax.random.key(0), jnp.arange(16, dtype=jnp.uint32), d, C, scale)[0])
+  assert abs(a.mean()) < 0.01
+  np.testing.assert_allclose(a.var(), scale / d, rtol=0.05)
+
+
+def test_bias_fraction_keeps_identity_permutation():
+  x_NxD = jax.random.normal(jax.random.key(0), (N, D))
+  y_N = jnp.arange(N, dtype=jnp.int32) % C
+  ep = _sample(jax.random.key(1), jax.random.key(99), x_NxD, y_N, batch_size=8,
+               seq_len=T, num_tasks=-1, num_classes=C, bias_fraction=0.5)
+  ids_B = _task_ids(jax.random.split(jax.random.key(1))[0], 8, -1, False)
+  a_BxDxD, perm_BxC = _task_params(jax.random.key(99), ids_B, D, C, 1.0)
+  for b in range(8):
+    a_DxD, perm_C = a_BxDxD[b], perm_BxC[b]
+    x_TxD = ep.x_BxTxD[b] @ jnp.linalg.inv(a_DxD).T
+    idx_T = jnp.linalg.norm(x_TxD[:, None] - x_NxD[None], axis=-1).argmin(-1)
+    expected = y_N[idx_T] if b < 4 else perm_C[y_N[idx_T]]
+    np.testing.assert_array_equal(ep.y_BxT[b], expected)
+
+
+def test_gpicl_tokens_carry_previous_label():
+  ep = tasks.Episode(jnp.ones((2, 3, 4)), jnp.array([[1, 2, 0], [0, 0, 1]], jnp.int32))
+  tok = tasks.tokens(ep, 3, 'gpicl')
+  assert tok.shape == (2, 3, 7)
+  np.testing.assert_array_equal(tok[0, :, 4:], [[0, 0, 0], [0, 1, 0], [0, 0, 1]])
+
+
+def test_context_query_tokens_interleave_query_then_context():
+  x = jnp.arange(2 * 3 * 4, dtype=jnp.float32).reshape(2, 3, 4)
+  ep = tasks.Episode(x, jnp.array([[1, 2, 0], [0, 0, 1]], jnp.int32))
+  tok = tasks.tokens(ep, 3, 'context_query')
+  assert tok.shape == (2, 6, 7)
+  np.testing.assert_array_equal(tok[0, 0::2, :4], x[0])  # Queries: x_j ...
+  np.testing.assert_array_equal(tok[0, 0::2, 4:], 0)  # ... with no label.
+  np.testing.assert_array_equal(tok[0, 1::2, :4], x[0])  # Contexts: x_j with onehot(y_j).
+  np.testing.assert_array_equal(tok[0, 1::2, 4:], np.eye(3)[[1, 2, 0]])
+
+
+def test_context_query_mask():
+  m = tasks.attention_mask('context_query', 4)
+  for j in range(4):
+    q, c = 2 * j, 2 * j + 1
+    # Query j sees exactly contexts 0..j-1 and itself.
+    assert set(np.flatnonzero(m[q])) == {2 * i + 1 for i in range(j)} | {q}
+    # Context j sees exactly contexts 0..j.
+    assert set(np.flatnonzero(m[c])) == {2 * i + 1 for i in range(j + 1)}
+  np.testing.assert_array_equal(tasks.attention_mask('gpicl', 4), np.tril(np.ones((4, 4), bool)))

@@ -1,0 +1,182 @@
+"""Training end to end: learning, sharding invariance, exact resume, divergence, refusal."""
+
+import functools
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from icl_jax import checkpoint as checkpoint_lib
+from icl_jax import config as config_lib
+from icl_jax import metrics as metrics_lib
+from icl_jax import rng
+from icl_jax import sharding
+from icl_jax import steps
+from icl_jax import train
+from icl_jax.errors import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(data_dir, **overrides):
+  c = config_lib.base_config()
+  c.data.data_dir = data_dir
+  c.task.num_tasks = 4  # Memorisation: the loss falls within tens of steps.
+  c.task.seq_len = 10
+  c.model.width, c.model.depth, c.model.num_heads, c.model.qkv_size = 16, 1, 2, 8
+  c.train.batch_size = 16
+  c.train.lr = 3e-3
+  c.train.steps = 40
+  c.train.log_every_steps = 5
+  c.train.eval_every_steps = 1000
+  c.train.checkpoint_every_steps = 20
+  c.eval.num_episodes = 16
+  for path, value in overrides.items():
+    section, field = path.split('__')
+    c[section][field] = value
+  return c
+
+
+def final_params(workdir, config):
+  ckpt = checkpoint_lib.Checkpointer(workdir, read_only=True)
+  step = ckpt.latest_step()
+  train_ds, _ = train.load_splits(config)
+  spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
+  tx = steps.make_optimizer(config.train)
+  abstract = jax.eval_shape(functools.partial(steps.init_state, config=config, spec=spec, tx=tx),
+                            rng.key(0, rng.INIT))
+  return step, jax.device_get(ckpt.restore_state(step, abstract)['params'])
+
+
+@pytest.fixture(scope='module')
+def straight_run(data_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('straight'))
+  config = tiny_config(data_dir)
+  summary = train.train_and_evaluate(config, workdir)
+  return workdir, config, summary
+
+
+def test_loss_falls(straight_run):
+  workdir, _, summary = straight_run
+  losses = [r['train/loss'] for r in metrics_lib.read(workdir) if 'train/loss' in r]
+  assert len(losses) == 8
+  assert losses[-1] < losses[0] - 0.3, losses
+  assert summary['seen/acc_first'] > 0.2  # 4 memorised tasks: well above chance (0.1).
+
+
+def test_resume_is_exact(straight_run, tmp_path):
+  straight_dir, config, _ = straight_run
+  resumed_dir = str(tmp_path)
+  train.train_and_evaluate(tiny_config(config.data.data_dir, train__steps=20), resumed_dir)
+  assert checkpoint_lib.Checkpointer(resumed_dir, read_only=True).latest_step() == 20
+  train.train_and_evaluate(config, resumed_dir)  # Same workdir, 20 more steps.
+  step_a, params_a = final_params(straight_dir, config)
+  step_b, params_b = final_params(resumed_dir, config)
+  assert step_a == step_b == 40
+  jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
+  # The log reads as one run: every logged step once, in order.
+  steps_logged = [r['step'] for r in metrics_lib.read(resumed_dir) if 'train/loss' in r]
+  assert steps_logged == list(range(5, 41, 5))
+
+
+def test_workdir_with_another_model_is_refused(straight_run):
+  workdir, config, _ = straight_run
+  before = sorted(os.listdir(checkpoint_lib.directory(workdir)))
+  with pytest.raises(UserError, match='model.width'):
+    train.train_and_evaluate(tiny_config(config.data.data_dir, model__width=32), workdir)
+  assert sorted(os.listdir(checkpoint_lib.directory(workdir))) == before
+
+
+def test_one_step_on_8_devices_equals_1_device(data_dir):
+  assert jax.device_count() == 8
+  config = tiny_config(data_dir)
+  train_ds, _ = train.load_splits(config)
+  spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
+  tx = steps.make_optimizer(config.train)
+  init = functools.partial(steps.init_state, config=config, spec=spec, tx=tx)
+  results = []
+  for n in (1, 8):
+    config.mesh.data = n
+    mesh = sharding.make_mesh(config.mesh)
+    rep = sharding.replicated(mesh)
+    state_sharding = jax.tree.map(lambda _: rep, jax.eval_shape(init, rng.key(0, rng.INIT)))
+    state = jax.jit(init, out_shardings=state_sharding)(rng.key(0, rng.INIT))
+    step = jax.jit(functools.partial(steps.train_step, spec=spec, tx=tx, batch_size=16,
+                                     batch_sharding=sharding.batch_sharded(mesh)),
+                   out_shardings=(state_sharding, rep))
+    args = (rng.key(0, rng.DATA), rng.key(0, rng.TASKS),
+            sharding.put_replicated(train_ds.x_NxD, mesh),
+            sharding.put_replicated(train_ds.y_N, mesh))
+    state, m1 = step(state, *args)
+    _, m2 = step(state, *args)
+    results.append(jax.device_get((m1, m2)))
+  (m1a, m2a), (m1b, m2b) = results
+  # Parameters are not compared after Adam: m/sqrt(v) turns float noise in a near-zero
+  # gradient into a full-size update. Loss and gradient norm carry the sharding errors
+  # (a missing cross-device mean, a wrongly split batch).
+  np.testing.assert_allclose(m1a['loss'], m1b['loss'], rtol=1e-6)
+  np.testing.assert_allclose(m1a['grad_norm'], m1b['grad_norm'], rtol=1e-5)
+  np.testing.assert_allclose(m2a['loss'], m2b['loss'], rtol=1e-5)
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):
+  # lr ramps from 0: step 1 changes nothing (checkpoint 1 is good), step 2 explodes.
+  config = tiny_config(data_dir, train__lr=1e30, train__warmup_steps=2, train__grad_clip=0.0,
+                       train__checkpoint_every_steps=1, train__steps=5)
+  with pytest.raises(UserError, match=r'diverged at step 2.*last good checkpoint \(step 1\)'):
+    train.train_and_evaluate(config, str(tmp_path))
+  step, params = final_params(str(tmp_path), config)
+  assert step == 1
+  assert all(np.isfinite(p).all() for p in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize('path,value,match', [
+    ('task.num_tasks', 0, 'num_tasks'),
+    ('task.num_tasks', 2.5, 'num_tasks'),
+    ('task.prompt', 'chat', 'prompt'),
+    ('train.lr', -1.0, 'lr'),
+    ('train.batch_size', 12, 'divisible by the 8 devices'),
+    ('data.image_shape', (8, 0), 'image_shape'),
+    ('model.num_heads', 0, 'num_heads'),
+    ('eval.last_positions', 99, 'last_positions'),
+])
+def test_bad_config_values_are_named(path, value, match):
+  c = config_lib.base_config()
+  section, field = path.split('.')
+  with c.ignore_type():
+    c[section][field] = value
+  with pytest.raises(UserError, match=match):
+    config_lib.validate(c, num_devices=8)
+
+
+def test_sequence_longer_than_dataset_is_refused(data_dir, tmp_path):
+  with pytest.raises(UserError, match='longer than the 360 examples'):
+    train.train_and_evaluate(tiny_config(data_dir, task__seq_len=400, eval__last_positions=5),
+                             str(tmp_path))
+
+
+def run_cli(*args):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  return subprocess.run([sys.executable, '-m', 'icl_jax.main', *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_cli_smoke_end_to_end(data_dir, tmp_path):
+  out = run_cli('--config', 'experiments/gpicl_digits.py:smoke', '--workdir', str(tmp_path),
+                f'--config.data.data_dir={data_dir}')
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'unseen tasks: acc first 5' in out.stdout + out.stderr
+  assert checkpoint_lib.Checkpointer(str(tmp_path), read_only=True).latest_step() == 30
+
+
+def test_cli_bad_value_gives_one_clear_line(data_dir, tmp_path):
+  out = run_cli('--config', 'experiments/gpicl_digits.py:smoke', '--workdir', str(tmp_path),
+                f'--config.data.data_dir={data_dir}', '--config.train.lr=-0.5')
+  assert out.returncode == 2
+  assert 'config.train.lr must be a finite number > 0' in out.stderr
+  assert 'Traceback' not in out.stderr
+  assert not os.path.exists(checkpoint_lib.directory(str(tmp_path)))
