@@ -1,0 +1,184 @@
+"""Classical learners run in context on the same episodes a meta-trained model sees.
+
+Every learner has the signature
+
+  predict_<name>(x_BxTxD, y_BxT, num_classes, **hparams) -> scores_BxTxC
+
+and at position t uses only the labelled examples (x_j, y_j), j < t, and the query x_t; its
+prediction is argmax over C of the float32 scores (ties go to the lowest class index). At t = 0
+there are no examples and every class scores the same. `num_classes`, `k` and `num_iters` are
+static under jit (the rates `lr` and `l2` may be traced); all learners are pure, vmapped over
+episodes, and vectorised over positions except online SGD, which scans over them because it is
+sequential by nature.
+
+Chance (1/C) is deliberately not a learner here: all-equal scores would read as "always class 0",
+so reporting code should draw 1/C as a line instead.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from icl_jax.baselines.logreg import predict_logreg
+
+# Picked by `tune_sgd_lr` on z-normalised, projected digits episodes (inputs of squared norm
+# ~D = 64); tune again for other data: the best rate scales like 1 / ||x||^2.
+DEFAULT_SGD_LR = 0.1
+SGD_LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _check(x_BxTxD: jax.Array, y_BxT: jax.Array) -> None:
+  if x_BxTxD.ndim != 3 or y_BxT.shape != x_BxTxD.shape[:2]:
+    raise ValueError(f'Expected x_BxTxD and y_BxT, got shapes {x_BxTxD.shape} and {y_BxT.shape}.')
+
+
+def _before(seq_len: int) -> jax.Array:
+  """before_TxT[t, j] = 1 where j < t: summing rows with it gives the context seen before t.
+
+  A matmul rather than a cumsum: XLA:CPU lowers cumsum to a quadratic reduce-window, and an
+  exclusive sum taken as (inclusive - own row) would let row t's own label leak into rounding.
+  """
+  return (jnp.arange(seq_len)[None, :] < jnp.arange(seq_len)[:, None]).astype(jnp.float32)
+
+
+def accuracy_per_position(scores_BxTxC: jax.Array, y_BxT: jax.Array) -> jax.Array:
+  """Fraction of episodes whose argmax prediction is right, per position: acc_T."""
+  correct_BxT = jnp.argmax(scores_BxTxC, axis=-1) == y_BxT
+  return jnp.mean(correct_BxT.astype(jnp.float32), axis=0)
+
+
+def predict_sgd(x_BxTxD: jax.Array, y_BxT: jax.Array, num_classes: int,
+                lr: float | jax.Array = DEFAULT_SGD_LR) -> jax.Array:
+  """Online SGD on a linear softmax classifier (the GPICL paper's "SGD" baseline).
+
+  W_DxC and b_C start at zero; at position t the scores are the current logits of x_t, then W
+  and b take one cross-entropy gradient step on (x_t, y_t). `lr` may be traced, so a grid of
+  rates can be vmapped (see `tune_sgd_lr`).
+  """
+  _check(x_BxTxD, y_BxT)
+  num_features = x_BxTxD.shape[-1]
+
+  def episode(x_TxD, y_T):
+    def step(carry, example):
+      w_DxC, b_C = carry
+      x_D, y = example
+      logits_C = jnp.matmul(x_D, w_DxC, precision=_HIGHEST) + b_C
+      # d CE / d logits = softmax - onehot.
+      err_C = jax.nn.softmax(logits_C) - jax.nn.one_hot(y, num_classes, dtype=jnp.float32)
+      return (w_DxC - lr * jnp.outer(x_D, err_C), b_C - lr * err_C), logits_C
+
+    init = (jnp.zeros((num_features, num_classes), jnp.float32),
+            jnp.zeros((num_classes,), jnp.float32))
+    _, scores_TxC = jax.lax.scan(step, init, (x_TxD, y_T))
+    return scores_TxC
+
+  return jax.vmap(episode)(x_BxTxD.astype(jnp.float32), y_BxT)
+
+
+@functools.partial(jax.jit, static_argnames='num_classes')
+def _sgd_accuracy_by_lr(x_BxTxD, y_BxT, lr_L, num_classes):
+  def accuracy(lr):
+    return jnp.mean(accuracy_per_position(predict_sgd(x_BxTxD, y_BxT, num_classes, lr), y_BxT))
+  return jax.vmap(accuracy)(lr_L)
+
+
+def tune_sgd_lr(x_BxTxD: jax.Array, y_BxT: jax.Array, num_classes: int,
+                grid: Sequence[float] = SGD_LR_GRID) -> tuple[float, dict[float, float]]:
+  """Picks the SGD learning rate maximising mean accuracy over positions on these episodes.
+
+  Tune on training-task episodes, then evaluate with the returned rate (record it with the
+  results). The whole grid runs as one vmapped call.
+
+  Returns:
+    (best_lr, {lr: mean accuracy}); ties go to the first rate in `grid`.
+  """
+  _check(x_BxTxD, y_BxT)
+  lr_L = jnp.asarray(grid, jnp.float32)
+  acc_L = jax.device_get(_sgd_accuracy_by_lr(x_BxTxD, y_BxT, lr_L, num_classes))
+  acc_by_lr = {float(lr): float(acc) for lr, acc in zip(grid, acc_L)}
+  best_lr = float(grid[int(acc_L.argmax())])
+  return best_lr, acc_by_lr
+
+
+def _pairwise_sq_dists(x_TxD: jax.Array) -> jax.Array:
+  sq_T = jnp.sum(x_TxD * x_TxD, axis=-1)
+  gram_TxT = jnp.matmul(x_TxD, x_TxD.T, precision=_HIGHEST)
+  # The expansion can dip below zero by rounding; distances only get ranked, so no clamp.
+  return sq_T[:, None] + sq_T[None, :] - 2.0 * gram_TxT
+
+
+def predict_knn(x_BxTxD: jax.Array, y_BxT: jax.Array, num_classes: int, k: int = 1) -> jax.Array:
+  """k-nearest-neighbour vote (Euclidean) among the examples before t, k = min(k, t).
+
+  Scores are vote counts plus 1/2 for the nearest neighbour's class, so a tied vote goes to the
+  class of the nearest neighbour (rather than the lowest class index, which a label permutation
+  would make arbitrary) and a strict majority always wins.
+  """
+  _check(x_BxTxD, y_BxT)
+  seq_len = x_BxTxD.shape[1]
+  k = min(k, seq_len)
+  before_TxT = _before(seq_len) > 0
+
+  def episode(x_TxD, y_T):
+    dist_TxT = jnp.where(before_TxT, _pairwise_sq_dists(x_TxD), jnp.inf)
+    neg_dist_TxK, idx_TxK = jax.lax.top_k(-dist_TxT, k)
+    # Fewer than k examples before t: the missing neighbours are the masked, infinite ones.
+    valid_TxK = neg_dist_TxK > -jnp.inf
+    weight_TxK = valid_TxK.astype(jnp.float32) * (1.0 + 0.5 * (jnp.arange(k) == 0))[None, :]
+    votes_TxKxC = jax.nn.one_hot(y_T[idx_TxK], num_classes, dtype=jnp.float32)
+    return jnp.einsum('tk,tkc->tc', weight_TxK, votes_TxKxC)
+
+  return jax.vmap(episode)(x_BxTxD.astype(jnp.float32), y_BxT)
+
+
+def predict_centroid(x_BxTxD: jax.Array, y_BxT: jax.Array, num_classes: int) -> jax.Array:
+  """Nearest class centroid (Euclidean) among the classes seen before t.
+
+  Scores are minus squared distances; classes not seen yet score -inf, so they are never
+  predicted while any class has been seen (all zeros at t = 0).
+  """
+  _check(x_BxTxD, y_BxT)
+  before_TxT = _before(x_BxTxD.shape[1])
+
+  def episode(x_TxD, y_T):
+    y1h_TxC = jax.nn.one_hot(y_T, num_classes, dtype=jnp.float32)
+    count_TxC = jnp.matmul(before_TxT, y1h_TxC, precision=_HIGHEST)
+    sum_TxCxD = jnp.einsum('tj,jc,jd->tcd', before_TxT, y1h_TxC, x_TxD, precision=_HIGHEST)
+    centroid_TxCxD = sum_TxCxD / jnp.maximum(count_TxC, 1.0)[:, :, None]
+    diff_TxCxD = x_TxD[:, None, :] - centroid_TxCxD
+    scores_TxC = jnp.where(count_TxC > 0, -jnp.sum(diff_TxCxD * diff_TxCxD, axis=-1), -jnp.inf)
+    any_seen_Tx1 = jnp.any(count_TxC > 0, axis=-1, keepdims=True)
+    return jnp.where(any_seen_Tx1, scores_TxC, 0.0)
+
+  return jax.vmap(episode)(x_BxTxD.astype(jnp.float32), y_BxT)
+
+
+def predict_majority(x_BxTxD: jax.Array, y_BxT: jax.Array, num_classes: int) -> jax.Array:
+  """Counts of each label before t: predicts the most frequent one (lowest index on ties)."""
+  _check(x_BxTxD, y_BxT)
+  y1h_BxTxC = jax.nn.one_hot(y_BxT, num_classes, dtype=jnp.float32)
+  return jnp.einsum('tj,bjc->btc', _before(y_BxT.shape[1]), y1h_BxTxC, precision=_HIGHEST)
+
+
+def make_baselines(sgd_lr: float = DEFAULT_SGD_LR) -> dict[str, Callable[..., jax.Array]]:
+  """Display name -> f(x_BxTxD, y_BxT, num_classes) -> scores_BxTxC, hparams bound.
+
+  Pass the rate from `tune_sgd_lr` as `sgd_lr`. Jit each with `static_argnums=2`.
+  """
+  return {
+      'sgd': functools.partial(predict_sgd, lr=sgd_lr),
+      'logreg': predict_logreg,
+      'knn': functools.partial(predict_knn, k=1),
+      'knn3': functools.partial(predict_knn, k=3),
+      'centroid': predict_centroid,
+      'majority': predict_majority,
+  }
+
+
+BASELINES = make_baselines()

@@ -1,0 +1,100 @@
+"""Meta-testing from checkpoints: topology-free restore, phase labels, the CLI's outputs."""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from icl_jax import diagnose
+from icl_jax import evaluate
+from icl_jax import sharding
+from icl_jax import steps
+from icl_jax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def summary(seen_first, seen_last, unseen_first, unseen_last):
+  return {'seen/acc_first': seen_first, 'seen/acc_last': seen_last,
+          'unseen/acc_first': unseen_first, 'unseen/acc_last': unseen_last}
+
+
+@pytest.mark.parametrize('accs,expected', [
+    ((0.12, 0.75, 0.11, 0.72), 'general_learning'),  # make run's regime.
+    ((0.15, 0.80, 0.10, 0.12), 'task_identification'),
+    ((0.99, 0.99, 0.10, 0.10), 'memorisation'),  # 16 tasks.
+    ((0.10, 0.10, 0.10, 0.10), 'no_learning'),  # On the plateau.
+    ((0.10, 0.11, 0.02, 0.10), 'no_learning'),  # A gain up to chance is not learning.
+])
+def test_phase_labels(accs, expected):
+  assert diagnose.phase(summary(*accs), num_classes=10) == expected
+
+
+def test_plateau_length():
+  ln10 = math.log(10)
+  records = [{'step': 50 * i, 'train/loss': ln10 + 0.01} for i in range(1, 10)]
+  assert diagnose.plateau_length(records, 10) is None
+  records += [{'step': 500, 'train/loss': ln10 - 0.05}, {'step': 550, 'train/loss': ln10 - 0.3},
+              {'step': 600, 'train/loss': 1.0}, {'step': 600, 'unseen/acc_last': 0.5}]
+  assert diagnose.plateau_length(records, 10) == 550
+
+
+def test_restore_on_another_device_count_gives_same_predictions(trained_run):
+  workdir, _, _ = trained_run  # Trained on 8 devices.
+  logits = []
+  for n in (8, 1):
+    config, ckpt, step, mesh = evaluate.restore(workdir)
+    config.mesh.data = n
+    mesh = sharding.make_mesh(config.mesh)
+    train_ds, eval_ds = train.load_splits(config)
+    spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
+    state = train.restore_state(config, spec, ckpt, step, mesh)
+    assert len(jax.tree.leaves(state['params'])[0].sharding.device_set) == n
+    sets = evaluate.make_eval_sets(config, mesh, train_ds, eval_ds)
+    ev = evaluate.Evaluator(config, spec, mesh, sets, 16)
+    episode = ev.episodes(sets[1])[0]
+    logits.append(np.asarray(jax.jit(spec.logits)(state['params'], episode)))
+  np.testing.assert_allclose(logits[0], logits[1], rtol=1e-5, atol=1e-5)
+
+
+def test_step_that_does_not_exist_lists_available(trained_run):
+  workdir, _, _ = trained_run
+  with pytest.raises(evaluate.UserError, match=r'no checkpoint at step 7; available steps: 20, 40'):
+    evaluate.evaluate_workdir(workdir, step=7)
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_writes_json_csv_png(trained_run, tmp_path):
+  workdir, config, _ = trained_run
+  out_dir = str(tmp_path / 'eval')
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  out = subprocess.run(
+      [sys.executable, '-m', 'icl_jax.evaluate', '--workdir', workdir, '--num_tasks_eval', '64',
+       '--out', out_dir], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  # The Table-1 style table: methods as rows, one column per set.
+  lines = out.stdout.splitlines()
+  header = next(l for l in lines if l.startswith('after 9 examples'))
+  for column in ('digits (seen tasks)', 'digits', 'random'):
+    assert column in header
+  for method in ('transformer', 'knn', 'knn3', 'logreg', 'sgd', 'centroid', 'majority'):
+    assert any(l.split()[0] == method for l in lines if l.strip()), method
+  with open(os.path.join(out_dir, 'results.json')) as f:
+    report = json.load(f)
+  assert report['step'] == 40 and report['num_episodes'] == 64
+  assert report['phase'] in diagnose.PHASES
+  assert set(report['results']) == {'seen', 'unseen', 'random'}
+  curve = report['results']['seen']['transformer']
+  assert len(curve['mean']) == config.task.seq_len and len(curve['ci95']) == config.task.seq_len
+  assert 0 < report['chosen_hparams']['sgd_lr']
+  with open(os.path.join(out_dir, 'results.csv')) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 3 * 7 * config.task.seq_len  # Sets x (model + 6 baselines) x T.
+  with open(os.path.join(out_dir, 'accuracy.png'), 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
