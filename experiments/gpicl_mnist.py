@@ -45,13 +45,5 @@ def get_config(arg=None):
   c.eval.num_episodes = 1024
 
   if arg.smoke:
-    c.task.seq_len = 20
-    c.model.width, c.model.depth, c.model.num_heads, c.model.qkv_size = 16, 1, 2, 8
-    c.train.steps = 20
-    c.train.batch_size = 16
-    c.train.warmup_steps = 0
-    c.train.log_every_steps = 10
-    c.train.eval_every_steps = 20
-    c.train.checkpoint_every_steps = 10
-    c.eval.num_episodes = 32
+    config_lib.shrink_for_smoke(c, steps=20)
   return c

@@ -2,33 +2,85 @@
 
 A checkpoint is `<workdir>/checkpoints/<step>/` with two items: `state` (the train state
 pytree: step, params, optimizer state) and `config` (JSON). Orbax writes each step to a
-temporary directory and renames it when complete, so a kill at any moment leaves the
-previous complete checkpoint as the latest restorable one.
+temporary directory (`<step>.orbax-checkpoint-tmp`, which orbax never lists as a step) and
+renames it when complete, so a kill at any moment leaves the previous complete checkpoint as
+the latest restorable one.
+
+A checkpoint damaged after the fact (a file removed or truncated, an item missing) is found
+by `restore_latest`, which falls back to the newest checkpoint that restores completely. The
+damaged one is moved to `<workdir>/corrupt_checkpoints/`, never deleted: left in place it
+would keep orbax from saving its step again (orbax skips saves at or below its latest step).
 """
 
 from __future__ import annotations
 
+import logging as py_logging
 import os
+import sys
 from typing import Any
 
+from absl import logging
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
 from icl_jax import config as config_lib
+from icl_jax.errors import UserError
 
 _ITEMS = ('state', 'config')
+CORRUPT_DIRNAME = 'corrupt_checkpoints'
+# Restore errors are whole tensorstore specs; the first line and this many characters name
+# the broken file.
+_MAX_ERROR_CHARS = 300
+_abandoned_reads_silenced = False  # The hooks chain, so install them once per process.
+
+
+def _silence_abandoned_reads() -> None:
+  """Drops the noise of a failed restore, once per process.
+
+  When one array of a damaged checkpoint fails to read, orbax closes its event loop while
+  tensorstore still completes the other reads; each late completion then prints an
+  'Event loop is closed' traceback or a 'Task exception was never retrieved' log, a wall
+  of text after the one warning that matters. Only those two messages are dropped.
+  """
+  global _abandoned_reads_silenced
+  if _abandoned_reads_silenced:
+    return
+  _abandoned_reads_silenced = True
+  previous_hook = sys.unraisablehook
+
+  def hook(unraisable):
+    e = unraisable.exc_value
+    if not (isinstance(e, RuntimeError) and str(e) == 'Event loop is closed'):
+      previous_hook(unraisable)
+
+  sys.unraisablehook = hook
+
+  def is_kept(record: py_logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not (message.startswith('Task exception was never retrieved')
+                and 'async_deserialize' in message)
+
+  py_logging.getLogger('asyncio').addFilter(is_kept)
 
 
 def directory(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
 
+def corrupt_directory(workdir: str) -> str:
+  """Where damaged checkpoints are moved: outside `checkpoints/`, so orbax never sees them."""
+  return os.path.join(os.path.abspath(workdir), CORRUPT_DIRNAME)
+
+
 class Checkpointer:
   """Saves and restores train states with their config."""
 
   def __init__(self, workdir: str, keep: int | None = None, read_only: bool = False):
+    self.workdir = os.path.abspath(workdir)
     self.directory = directory(workdir)
+    self.read_only = read_only
+    self._bad: dict[int, str] = {}  # Step -> why it failed to restore, found this session.
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=not read_only, read_only=read_only,
         # Saving overlaps with training; the device-to-host copy happens before save()
@@ -56,6 +108,89 @@ class Checkpointer:
   def restore_config(self, step: int) -> ml_collections.ConfigDict:
     restored = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
     return config_lib.from_dict(restored.config)
+
+  def step_path(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def latest_config(self) -> tuple[int | None, ml_collections.ConfigDict | None]:
+    """(step, config) of the newest checkpoint whose config reads back; (None, None) if none.
+
+    Cheap (no arrays are read), so the workdir can be checked against a new config before
+    any data is loaded. Raises UserError if checkpoints exist but no config reads back.
+    """
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        return step, self.restore_config(step)
+      except Exception as e:  # pylint: disable=broad-except
+        self._mark_bad(step, e)  # Orbax and tensorstore raise many types on damaged files.
+    self._raise_if_all_bad()
+    return None, None
+
+  def restore_latest(
+      self, abstract_state: Any) -> tuple[int, Any, ml_collections.ConfigDict] | None:
+    """(step, state, config) of the newest checkpoint that restores completely.
+
+    Verifies by restoring: a checkpoint whose state or config fails to restore is skipped
+    with a warning naming its step and path, and (unless read-only) moved to
+    `<workdir>/corrupt_checkpoints/` once an older one has restored, so that training can
+    save its step again. Returns None in a workdir without checkpoints; raises UserError
+    (moving nothing) when none of them restores, because then the cause is more likely a
+    code or config mismatch than damage.
+    """
+    _silence_abandoned_reads()  # Before the first try: the noise starts before it raises.
+    for step in sorted(self.all_steps(), reverse=True):
+      if step in self._bad:
+        continue
+      try:
+        config = self.restore_config(step)
+        state = self.restore_state(step, abstract_state)
+      except Exception as e:  # pylint: disable=broad-except
+        self._mark_bad(step, e)
+        continue
+      self._quarantine([s for s in self._bad if s > step])
+      return step, state, config
+    self._raise_if_all_bad()
+    return None
+
+  def _mark_bad(self, step: int, error: Exception) -> None:
+    if step in self._bad:
+      return
+    why = f'{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""}'
+    self._bad[step] = why[:_MAX_ERROR_CHARS]
+    logging.warning('Checkpoint step %d at %s is corrupt or incomplete and is skipped; '
+                    'falling back to an earlier checkpoint. (%s)',
+                    step, self.step_path(step), self._bad[step])
+
+  def _raise_if_all_bad(self) -> None:
+    if not self._bad:
+      return
+    details = '; '.join(f'step {s} ({why})' for s, why in sorted(self._bad.items()))
+    raise UserError(
+        f'No checkpoint in {self.directory} restores: {details}. Nothing was moved or '
+        f'deleted. If the checkpoints are damaged, move them away to start afresh, or use a '
+        f'new --workdir; if they come from another version of icl_jax, restore with that '
+        f'version.')
+
+  def _quarantine(self, bad_steps: list[int]) -> None:
+    """Moves damaged steps out of orbax's sight; on a shared disk process 0 moves them."""
+    if self.read_only or not bad_steps:
+      return
+    target_dir = corrupt_directory(self.workdir)
+    if jax.process_index() == 0:
+      os.makedirs(target_dir, exist_ok=True)
+      for step in sorted(bad_steps):
+        target = os.path.join(target_dir, str(step))
+        suffix = 1
+        while os.path.exists(target):  # The same step can be damaged in two runs.
+          target = os.path.join(target_dir, f'{step}.{suffix}')
+          suffix += 1
+        os.rename(self.step_path(step), target)
+        logging.warning('Moved corrupt checkpoint step %d from %s to %s (kept for inspection; '
+                        'delete it when you no longer need it).',
+                        step, self.step_path(step), target)
+    if jax.process_count() > 1:
+      ocp.multihost.sync_global_processes('icl_jax_quarantine_corrupt_checkpoints')
+    self._manager.reload()  # Orbax's cached step list still holds the moved steps.
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

@@ -69,12 +69,27 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
 
   c.eval = ml_collections.ConfigDict()
+  c.eval.datasets = ()  # Other TFDS datasets to meta-test on during training (unseen tasks).
   c.eval.num_episodes = 256  # Per evaluation, for each of seen and unseen tasks.
   c.eval.first_positions = 5  # "Accuracy at the first positions" averages over these.
   c.eval.last_positions = 10  # "... at the last positions" averages over these.
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # Devices on the data axis; -1: all of them.
+  return c
+
+
+def shrink_for_smoke(c: ml_collections.ConfigDict, steps: int = 30) -> ml_collections.ConfigDict:
+  """Shrinks an experiment to seconds on a CPU, to check its pipeline end to end."""
+  c.task.seq_len = 20
+  c.model.width, c.model.depth, c.model.num_heads, c.model.qkv_size = 16, 1, 2, 8
+  c.train.steps = steps
+  c.train.batch_size = 16
+  c.train.warmup_steps = 0
+  c.train.log_every_steps = 10
+  c.train.eval_every_steps = steps
+  c.train.checkpoint_every_steps = 10
+  c.eval.num_episodes = 32
   return c
 
 
@@ -130,10 +145,26 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
 
   Checks that need the dataset (sequence length vs. dataset size) live in the data layer.
   """
+  def _is_number(x: Any) -> bool:  # bool is an int in Python, but never a valid number here.
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+  def _is_count(x: Any, minimum: int = 1) -> bool:
+    # Sizes and step counts index int32 arrays (XLA dimensions, the step counter, fold_in
+    # data), so anything from 2**31 up would fail deep inside XLA instead of here.
+    return _is_int(x) and minimum <= x < 2**31
+
+  # Training runs in float32: a larger value becomes inf, a positive one below the smallest
+  # normal float32 may become 0 (accelerators flush subnormals), e.g. Adam's eps.
+  f32_min, f32_max = 1.1754943508222875e-38, 3.4028234663852886e38
+
   t, m, tr, e = config.task, config.model, config.train, config.eval
   _require(_is_int(config.seed), f'config.seed must be an integer, got {config.seed!r}.')
-  shape = tuple(config.data.image_shape)
-  _require(len(shape) == 2 and all(_is_int(s) and s > 0 for s in shape),
+  _require(isinstance(config.data.dataset, str) and bool(config.data.dataset),
+           f'config.data.dataset must be a TFDS dataset name like \'digits\', got '
+           f'{config.data.dataset!r}.')
+  shape = config.data.image_shape
+  _require(isinstance(shape, (tuple, list)) and len(shape) == 2 and
+           all(_is_count(s) for s in shape),
            f'config.data.image_shape must be two positive integers like (8, 8), got {shape!r}.')
   _require(t.family in TASK_FAMILIES,
            f'config.task.family={t.family!r} is unknown; choose one of {TASK_FAMILIES}.')
@@ -142,44 +173,50 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
            f'episode; got {t.num_tasks!r}.')
   _require(_is_int(t.num_tasks) and t.num_tasks < 2**31,
            f'config.task.num_tasks={t.num_tasks} is too large; use < 2**31 or -1 (infinite).')
-  _require(_is_int(t.seq_len) and t.seq_len >= 1,
-           f'config.task.seq_len must be an integer >= 1, got {t.seq_len!r}.')
+  _require(_is_count(t.seq_len),
+           f'config.task.seq_len must be an integer in [1, 2**31), got {t.seq_len!r}.')
   _require(t.prompt in PROMPTS, f'config.task.prompt={t.prompt!r} is unknown; choose one of {PROMPTS}.')
-  _require(isinstance(t.proj_scale, (int, float)) and t.proj_scale > 0,
-           f'config.task.proj_scale must be > 0, got {t.proj_scale!r}.')
-  _require(isinstance(t.bias_fraction, (int, float)) and 0.0 <= t.bias_fraction <= 1.0,
-           f'config.task.bias_fraction must be in [0, 1], got {t.bias_fraction!r}.')
+  _require(_is_number(t.proj_scale) and 0 < t.proj_scale <= f32_max,
+           f'config.task.proj_scale must be a number in (0, {f32_max:.3g}] (finite in '
+           f'float32), got {t.proj_scale!r}.')
+  _require(_is_number(t.bias_fraction) and 0.0 <= t.bias_fraction <= 1.0,
+           f'config.task.bias_fraction must be a number in [0, 1], got {t.bias_fraction!r}.')
 
   _require(m.name in MODELS, f'config.model.name={m.name!r} is unknown; choose one of {MODELS}.')
   _require(m.positions in POSITIONS,
            f'config.model.positions={m.positions!r} is unknown; choose one of {POSITIONS}.')
   for field in ('width', 'depth', 'num_heads', 'qkv_size', 'mlp_ratio'):
     value = m[field]
-    _require(_is_int(value) and value >= 1,
-             f'config.model.{field} must be an integer >= 1, got {value!r}.')
+    _require(_is_count(value),
+             f'config.model.{field} must be an integer in [1, 2**31), got {value!r}.')
 
   for field in ('steps', 'batch_size', 'log_every_steps', 'eval_every_steps',
                 'checkpoint_every_steps', 'keep_checkpoints'):
     value = tr[field]
-    _require(_is_int(value) and value >= 1,
-             f'config.train.{field} must be an integer >= 1, got {value!r}.')
-  _require(_is_int(tr.warmup_steps) and tr.warmup_steps >= 0,
-           f'config.train.warmup_steps must be an integer >= 0, got {tr.warmup_steps!r}.')
+    _require(_is_count(value),
+             f'config.train.{field} must be an integer in [1, 2**31), got {value!r}.')
+  _require(_is_count(tr.warmup_steps, minimum=0),
+           f'config.train.warmup_steps must be an integer in [0, 2**31), got '
+           f'{tr.warmup_steps!r}.')
   for field in ('lr', 'eps'):
     value = tr[field]
-    _require(isinstance(value, (int, float)) and value > 0 and math.isfinite(value),
-             f'config.train.{field} must be a finite number > 0, got {value!r}.')
+    _require(_is_number(value) and math.isfinite(value) and f32_min <= value <= f32_max,
+             f'config.train.{field} must be a finite number > 0 (in float32: between '
+             f'{f32_min:.3g} and {f32_max:.3g}), got {value!r}.')
   for field in ('b1', 'b2'):
     value = tr[field]
-    _require(isinstance(value, (int, float)) and 0.0 <= value < 1.0,
-             f'config.train.{field} must be in [0, 1), got {value!r}.')
-  _require(isinstance(tr.grad_clip, (int, float)) and tr.grad_clip >= 0,
+    _require(_is_number(value) and 0.0 <= value < 1.0,
+             f'config.train.{field} must be a number in [0, 1), got {value!r}.')
+  _require(_is_number(tr.grad_clip) and tr.grad_clip >= 0,
            f'config.train.grad_clip must be >= 0 (0 disables clipping), got {tr.grad_clip!r}.')
   _require(tr.schedule in SCHEDULES,
            f'config.train.schedule={tr.schedule!r} is unknown; choose one of {SCHEDULES}.')
 
-  _require(_is_int(e.num_episodes) and e.num_episodes >= 1,
-           f'config.eval.num_episodes must be an integer >= 1, got {e.num_episodes!r}.')
+  _require(isinstance(e.datasets, (tuple, list)) and all(isinstance(d, str) for d in e.datasets),
+           f'config.eval.datasets must be a tuple of TFDS names, got {e.datasets!r}.')
+  _require(_is_count(e.num_episodes),
+           f'config.eval.num_episodes must be an integer in [1, 2**31), got '
+           f'{e.num_episodes!r}.')
   for field in ('first_positions', 'last_positions'):
     value = e[field]
     _require(_is_int(value) and 1 <= value <= t.seq_len,
@@ -196,9 +233,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
              f'{num_devices} available; use -1 for all of them.')
     _require(tr.batch_size % data_devices == 0,
              f'config.train.batch_size={tr.batch_size} is not divisible by the {data_devices} '
-             f'devices of the data axis; use a multiple of {data_devices}.')
-    _require(e.num_episodes % data_devices == 0,
-             f'config.eval.num_episodes={e.num_episodes} is not divisible by the {data_devices} '
              f'devices of the data axis; use a multiple of {data_devices}.')
 
 

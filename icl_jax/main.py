@@ -7,11 +7,13 @@ process runs this same command.
 """
 
 import os
+import re
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
+import ml_collections
 from ml_collections import config_flags
 
 from icl_jax.errors import UserError
@@ -36,6 +38,105 @@ def initialize_distributed() -> None:
   jax.distributed.initialize(**kwargs)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad --config or --config.* reported as one `error:` line.
+
+  Left alone, ml_collections' config flags end in a traceback (an unknown field, a config
+  file without get_config, an experiment argument's UserError) or in absl's FATAL message
+  with exit code 1; a config file that fails to load raises only when first read.
+  """
+  try:
+    remaining = flags.FLAGS(argv)
+    config = _CONFIG.value
+    if not isinstance(config, ml_collections.ConfigDict):
+      getattr(config, 'to_dict', None)  # A file that failed to load raises on any access.
+      raise UserError(f'The get_config() of {_config_arg(argv)!r} returned '
+                      f'{type(config).__name__}, not a ConfigDict. Return one, as '
+                      f'experiments/gpicl_digits.py does.')
+  except Exception as e:  # pylint: disable=broad-except
+    print(f'error: {describe_flag_error(e, argv)}', file=sys.stderr)
+    sys.exit(2)
+  return remaining
+
+
+def describe_flag_error(error: Exception, argv: list[str]) -> str:
+  """The problem and its fix, in one line, for an error raised while parsing flags."""
+  chain = [error]
+  while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and nxt not in chain:
+    chain.append(nxt)
+  path = _config_arg(argv)
+  user_errors = [e for e in chain if isinstance(e, UserError)]
+  if user_errors:  # From the experiment file (its arguments); the deepest is the original.
+    return str(user_errors[-1])
+  for e in chain:
+    if isinstance(e, OSError) and 'Failed loading config file' in str(e):
+      reason = str(e).strip().splitlines()[-1].strip()
+      return (f'Cannot load config file {path!r}: {reason}. Pass '
+              f'--config=path/to/experiment.py[:args], e.g. experiments/gpicl_digits.py.')
+    if isinstance(e, AttributeError) and "has no attribute 'get_config'" in str(e):
+      return (f'Config file {path!r} defines no get_config(). An experiment file defines '
+              f'get_config(arg=None) returning a ConfigDict; see experiments/gpicl_digits.py.')
+  unknown = _unknown_override(chain, argv)
+  if unknown:
+    return unknown
+  message = ' '.join(str(error).split()).rstrip('.')  # absl's messages may span lines.
+  match = re.match(r'flag --config\.([\w.]+)=(.*?): (.*)', message)
+  config = flags.FLAGS['config'].value
+  if match and isinstance(config, ml_collections.ConfigDict):
+    field, value, reason = match.groups()
+    kind = type(_lookup(config, field)).__name__
+    return (f'--config.{field}={value} is not a valid {kind} ({reason}). Pass a value of '
+            f'type {kind}, like the current one: --config.{field}={_lookup(config, field)!r}.')
+  if 'Flag --config must have a value other than None' in message:
+    if path is None:
+      return ('--config is missing. Pass --config=path/to/experiment.py[:args], e.g. '
+              'experiments/gpicl_digits.py.')
+    return (f'The get_config() of {path!r} returned None. Return a ConfigDict, as '
+            f'experiments/gpicl_digits.py does.')
+  if isinstance(error, flags.Error):
+    return f'{message}. Run with --helpfull to list the flags.'
+  return (f'Cannot parse the command line ({type(error).__name__}: {message}). Check '
+          f'--config and the --config.* overrides; --helpfull lists them.')
+
+
+def _config_arg(argv: list[str]) -> str | None:
+  """The raw value of --config, given as `--config=x` or `--config x`."""
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1]
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _unknown_override(chain: list[BaseException], argv: list[str]) -> str | None:
+  """The message for a --config.a.b override naming a field the config lacks, if that is
+  the error: ml_collections raises a KeyError or AttributeError naming the missing key."""
+  for e in chain:
+    if not isinstance(e, (KeyError, AttributeError)):
+      continue
+    text = str(e).replace('\\n', ' ').replace('\\', '')
+    suggestion = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', text)
+    key = suggestion.group(2) if suggestion else next(iter(re.findall(r"'(\w+)'", text)), None)
+    for arg in argv:
+      match = re.match(r'--config\.([^=]+)', arg)
+      if key and match and key in match.group(1).split('.'):
+        field = match.group(1)
+        hint = ''
+        if suggestion:
+          fixed = '.'.join(suggestion.group(1) if k == key else k for k in field.split('.'))
+          hint = f' Did you mean --config.{fixed}?'
+        return (f'--config.{field}: the config has no field {key!r}.{hint} The fields are '
+                f'listed in README.md (Config schema); --helpfull shows every --config.* flag.')
+  return None
+
+
+def _lookup(config: ml_collections.ConfigDict, field: str):
+  for key in field.split('.'):
+    config = config[key]
+  return config
+
+
 def main(argv):
   del argv
   if not flags.FLAGS['verbosity'].present:
@@ -51,4 +152,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

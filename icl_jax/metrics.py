@@ -63,7 +63,10 @@ def _truncate_after(path: str, step: int) -> None:
     return
   records = read(os.path.dirname(path))
   kept = [r for r in records if r['step'] <= step]
-  if len(kept) == len(records):
+  with open(path, 'rb') as f:
+    cut_short = f.seek(0, os.SEEK_END) > 0 and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b'\n'
+  # A last line cut by a kill mid-write would swallow the next record appended to it.
+  if len(kept) == len(records) and not cut_short:
     return
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:

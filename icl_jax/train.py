@@ -19,6 +19,7 @@ import tqdm
 from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import config as config_lib
 from icl_jax import data
+from icl_jax import evaluate
 from icl_jax import metrics as metrics_lib
 from icl_jax import rng
 from icl_jax import sharding
@@ -54,55 +55,30 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[data.Dataset, data.D
 
 
 # ---------------------------------------------------------------------------------------
-# Evaluation on seen and unseen tasks
+# State
 # ---------------------------------------------------------------------------------------
-class MetaTester:
-  """In-context accuracy per position on seen tasks (training split, ids in the pool)
-  and unseen tasks (held-out split, ids outside it). The episodes are the same at every
-  call, so successive evaluations of one run are paired."""
-
-  def __init__(self, config: ml_collections.ConfigDict, spec: steps.Spec, mesh: jax.sharding.Mesh,
-               train_ds: data.Dataset, eval_ds: data.Dataset):
-    self.config = config
-    self.chunk = min(config.eval.num_episodes, config.train.batch_size)
-    self.num_chunks = math.ceil(config.eval.num_episodes / self.chunk)
-    self.eval_key = rng.key(config.seed, rng.EVAL)
-    self.task_key = rng.key(config.seed, rng.TASKS)
-    self.splits = {
-        'seen': (sharding.put_replicated(train_ds.x_NxD, mesh),
-                 sharding.put_replicated(train_ds.y_N, mesh), False),
-        'unseen': (sharding.put_replicated(eval_ds.x_NxD, mesh),
-                   sharding.put_replicated(eval_ds.y_N, mesh), True),
-    }
-    self._correct = jax.jit(
-        functools.partial(steps.eval_correct, spec=spec, batch_size=self.chunk,
-                          batch_sharding=sharding.batch_sharded(mesh)),
-        static_argnames='unseen')
-
-  def accuracy_per_position(self, params: Any) -> dict[str, np.ndarray]:
-    """{'seen': acc_T, 'unseen': acc_T} averaged over num_chunks * chunk episodes."""
-    out = {}
-    for name, (x_NxD, y_N, unseen) in self.splits.items():
-      split_key = jax.random.fold_in(self.eval_key, int(unseen))
-      correct = [self._correct(params, jax.random.fold_in(split_key, i), self.task_key,
-                               x_NxD, y_N, unseen=unseen) for i in range(self.num_chunks)]
-      out[name] = np.concatenate(jax.device_get(correct)).mean(0)
-    return out
-
-  def summarize(self, acc: dict[str, np.ndarray]) -> dict[str, float]:
-    first, last = self.config.eval.first_positions, self.config.eval.last_positions
-    out = {}
-    for name, acc_T in acc.items():
-      out[f'{name}/acc_first'] = float(acc_T[:first].mean())
-      out[f'{name}/acc_last'] = float(acc_T[-last:].mean())
-    return out
+def state_layout(config: ml_collections.ConfigDict, spec: steps.Spec,
+                 mesh: jax.sharding.Mesh):
+  """(init function, abstract state, state shardings): replicated on every device."""
+  tx = steps.make_optimizer(config.train)
+  init = functools.partial(steps.init_state, config=config, spec=spec, tx=tx)
+  abstract_state = jax.eval_shape(init, rng.key(config.seed, rng.INIT))
+  replicated = sharding.replicated(mesh)
+  return init, abstract_state, jax.tree.map(lambda _: replicated, abstract_state)
 
 
-def format_summary(step: int, summary: dict[str, float], config: ml_collections.ConfigDict) -> str:
-  first, last = config.eval.first_positions, config.eval.last_positions
-  parts = [f'{name} tasks: acc first {first} = {summary[name + "/acc_first"]:.3f}, '
-           f'last {last} = {summary[name + "/acc_last"]:.3f}' for name in ('seen', 'unseen')]
-  return f'step {step} | ' + ' | '.join(parts)
+def restore_state(config: ml_collections.ConfigDict, spec: steps.Spec,
+                  ckpt: checkpoint_lib.Checkpointer, step: int | None, mesh: jax.sharding.Mesh):
+  """The state saved at `step`, placed on `mesh` (any device count).
+
+  step=None: the newest checkpoint that restores completely; damaged newer ones are skipped
+  with a warning and moved aside (see checkpoint.Checkpointer.restore_latest).
+  """
+  _, abstract_state, state_sharding = state_layout(config, spec, mesh)
+  abstract_state = checkpoint_lib.abstract_with_shardings(abstract_state, state_sharding)
+  if step is None:
+    return ckpt.restore_latest(abstract_state)[1]
+  return ckpt.restore_state(step, abstract_state)
 
 
 # ---------------------------------------------------------------------------------------
@@ -154,9 +130,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   config_lib.validate(config, jax.device_count())
   check_workdir_writable(workdir)
   ckpt = checkpoint_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-  latest = ckpt.latest_step()
+  latest, stored_config = ckpt.latest_config()  # Newest readable; (None, None) if fresh.
   if latest is not None:
-    bad = incompatible_fields(ckpt.restore_config(latest), config)
+    bad = incompatible_fields(stored_config, config)
     if bad:
       raise UserError(
           f'Workdir {workdir!r} holds a run (checkpoint step {latest}) whose config differs '
@@ -176,17 +152,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # --- Model and state: shapes from eval_shape, shardings derived, init under jit. ---
   spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
   tx = steps.make_optimizer(config.train)
-  init = functools.partial(steps.init_state, config=config, spec=spec, tx=tx)
-  init_key = rng.key(config.seed, rng.INIT)
-  abstract_state = jax.eval_shape(init, init_key)
-  state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
+  init, _, state_sharding = state_layout(config, spec, mesh)
 
   # --- Checkpoint: resume exactly (the data of step k is fold_in(data_key, k)). ---
-  if latest is not None:
-    state = ckpt.restore_state(
-        latest, checkpoint_lib.abstract_with_shardings(abstract_state, state_sharding))
+  if latest is not None:  # The newest checkpoint that restores: `latest` may be damaged.
+    state = restore_state(config, spec, ckpt, None, mesh)
   else:
-    state = jax.jit(init, out_shardings=state_sharding)(init_key)
+    state = jax.jit(init, out_shardings=state_sharding)(rng.key(config.seed, rng.INIT))
   start = int(jax.device_get(state['step']))
 
   # --- Steps. ---
@@ -196,7 +168,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       in_shardings=(state_sharding, replicated, replicated, replicated, replicated),
       out_shardings=(state_sharding, replicated),
       donate_argnums=0)
-  tester = MetaTester(config, spec, mesh, train_ds, eval_ds)
+  sets = evaluate.make_eval_sets(config, mesh, train_ds, eval_ds, config.eval.datasets)
+  evaluator = evaluate.Evaluator(config, spec, mesh, sets, config.eval.num_episodes)
   writer = metrics_lib.MetricWriter(workdir, resume_step=start)
 
   # --- Loop. ---
@@ -244,18 +217,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       bar.update(1)
       if is_due(step, config.train.eval_every_steps, total):
         drain()
-        summary = tester.summarize(tester.accuracy_per_position(state['params']))
+        summary = evaluator.summary(state['params'])
         writer.write(step, summary)
         if is_main:
-          tqdm.tqdm.write(format_summary(step, summary, config))
+          tqdm.tqdm.write(evaluate.format_summary(step, summary, config))
       if is_due(step, config.train.checkpoint_every_steps, total):
         drain()  # Never save a state whose step went non-finite.
         ckpt.save(step, state, config)
     drain()
     if not summary:  # Resumed at the end: report without retraining.
-      summary = tester.summarize(tester.accuracy_per_position(state['params']))
+      summary = evaluator.summary(state['params'])
       if is_main:
-        tqdm.tqdm.write(format_summary(total, summary, config))
+        tqdm.tqdm.write(evaluate.format_summary(total, summary, config))
   finally:
     bar.close()
     writer.close()

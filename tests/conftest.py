@@ -17,3 +17,14 @@ jax.config.update('jax_numpy_rank_promotion', 'raise')
 def data_dir(tmp_path_factory):
   """A TFDS data dir shared by the session: the digits builder is prepared into it once."""
   return str(tmp_path_factory.mktemp('tfds'))
+
+
+@pytest.fixture(scope='session')
+def trained_run(data_dir, tmp_path_factory):
+  """(workdir, config, summary) of one tiny run on all 8 devices, shared by test modules."""
+  from helpers import tiny_config  # pylint: disable=g-import-not-at-top
+  from icl_jax import train  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp('trained'))
+  config = tiny_config(data_dir)
+  summary = train.train_and_evaluate(config, workdir)
+  return workdir, config, summary

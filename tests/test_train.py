@@ -17,27 +17,9 @@ from icl_jax import sharding
 from icl_jax import steps
 from icl_jax import train
 from icl_jax.errors import UserError
+from helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_config(data_dir, **overrides):
-  c = config_lib.base_config()
-  c.data.data_dir = data_dir
-  c.task.num_tasks = 4  # Memorisation: the loss falls within tens of steps.
-  c.task.seq_len = 10
-  c.model.width, c.model.depth, c.model.num_heads, c.model.qkv_size = 16, 1, 2, 8
-  c.train.batch_size = 16
-  c.train.lr = 3e-3
-  c.train.steps = 40
-  c.train.log_every_steps = 5
-  c.train.eval_every_steps = 1000
-  c.train.checkpoint_every_steps = 20
-  c.eval.num_episodes = 16
-  for path, value in overrides.items():
-    section, field = path.split('__')
-    c[section][field] = value
-  return c
 
 
 def final_params(workdir, config):
@@ -51,24 +33,16 @@ def final_params(workdir, config):
   return step, jax.device_get(ckpt.restore_state(step, abstract)['params'])
 
 
-@pytest.fixture(scope='module')
-def straight_run(data_dir, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp('straight'))
-  config = tiny_config(data_dir)
-  summary = train.train_and_evaluate(config, workdir)
-  return workdir, config, summary
-
-
-def test_loss_falls(straight_run):
-  workdir, _, summary = straight_run
+def test_loss_falls(trained_run):
+  workdir, _, summary = trained_run
   losses = [r['train/loss'] for r in metrics_lib.read(workdir) if 'train/loss' in r]
   assert len(losses) == 8
   assert losses[-1] < losses[0] - 0.3, losses
   assert summary['seen/acc_first'] > 0.2  # 4 memorised tasks: well above chance (0.1).
 
 
-def test_resume_is_exact(straight_run, tmp_path):
-  straight_dir, config, _ = straight_run
+def test_resume_is_exact(trained_run, tmp_path):
+  straight_dir, config, _ = trained_run
   resumed_dir = str(tmp_path)
   train.train_and_evaluate(tiny_config(config.data.data_dir, train__steps=20), resumed_dir)
   assert checkpoint_lib.Checkpointer(resumed_dir, read_only=True).latest_step() == 20
@@ -82,8 +56,8 @@ def test_resume_is_exact(straight_run, tmp_path):
   assert steps_logged == list(range(5, 41, 5))
 
 
-def test_workdir_with_another_model_is_refused(straight_run):
-  workdir, config, _ = straight_run
+def test_workdir_with_another_model_is_refused(trained_run):
+  workdir, config, _ = trained_run
   before = sorted(os.listdir(checkpoint_lib.directory(workdir)))
   with pytest.raises(UserError, match='model.width'):
     train.train_and_evaluate(tiny_config(config.data.data_dir, model__width=32), workdir)

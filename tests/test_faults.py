@@ -1,0 +1,217 @@
+"""Faults: kill -9 at random moments, damaged checkpoints, an unwritable workdir, a cut log.
+
+The kill test drives scripts/fault_check.py's functions (subprocesses on one CPU device
+each, sharing a JAX compilation cache); the damaged-checkpoint tests reuse its
+uninterrupted run.
+"""
+
+import json
+import logging
+import os
+import shutil
+import sys
+
+import pytest
+
+from icl_jax import checkpoint as checkpoint_lib
+from icl_jax import metrics as metrics_lib
+from icl_jax import sharding
+from icl_jax import steps
+from icl_jax import train
+from icl_jax.errors import UserError
+from helpers import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, 'scripts'))
+import fault_check  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+LAST = fault_check.TOTAL_STEPS
+PREVIOUS = LAST - fault_check.CHECKPOINT_EVERY
+
+
+@pytest.fixture(scope='module')
+def straight_run(data_dir, tmp_path_factory):
+  """(workspace, workdir, final params) of an uninterrupted fault_check run.
+
+  It compiles everything once into the workspace's compilation cache, so the restarts of
+  the tests below take seconds.
+  """
+  ws = fault_check.Workspace.create(str(tmp_path_factory.mktemp('faults')), data_dir)
+  workdir = os.path.join(ws.root, 'straight')
+  fault_check.run_uninterrupted(ws, workdir)
+  step, params = fault_check.final_params(workdir)
+  assert step == LAST
+  return ws, workdir, params
+
+
+def copy_run(straight_run, tmp_path) -> str:
+  _, workdir, _ = straight_run
+  copy = str(tmp_path / 'run')
+  shutil.copytree(workdir, copy)
+  return copy
+
+
+# ---------------------------------------------------------------------------------------
+# (a) kill -9 at random moments
+# ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_kills_at_random_moments_lose_nothing(straight_run):
+  ws, _, straight_params = straight_run
+  workdir = os.path.join(ws.root, 'killed')
+  lines = []
+  kills = fault_check.kill_and_restart(ws, workdir, kills=3, seed=0, report=lines.append)
+  report = '\n'.join(lines)
+  assert len(kills) == 3, report
+  assert kills[0].saving is not None, report  # The first kill always lands mid-save.
+  assert all(k.exact for k in kills), report
+  step, params = fault_check.final_params(workdir)
+  assert step == LAST
+  assert fault_check.params_equal(straight_params, params), report
+
+
+# ---------------------------------------------------------------------------------------
+# (b) a damaged latest checkpoint
+# ---------------------------------------------------------------------------------------
+def truncate(path):
+  with open(path, 'r+b') as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+CORRUPTIONS = {
+    'state_file_truncated': lambda d: truncate(os.path.join(d, 'state', 'manifest.ocdbt')),
+    'state_file_removed': lambda d: os.remove(os.path.join(d, 'state', '_METADATA')),
+    'config_item_missing': lambda d: shutil.rmtree(os.path.join(d, 'config')),
+}
+
+
+@pytest.fixture(scope='module')
+def abstract_state(straight_run):
+  """The restore target of a fault_check run, on one device."""
+  _, workdir, _ = straight_run
+  config = checkpoint_lib.Checkpointer(workdir, read_only=True).restore_config(LAST)
+  config.mesh.data = 1
+  train_ds, _ = train.load_splits(config)
+  spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
+  mesh = sharding.make_mesh(config.mesh)
+  _, abstract, state_sharding = train.state_layout(config, spec, mesh)
+  return checkpoint_lib.abstract_with_shardings(abstract, state_sharding)
+
+
+@pytest.mark.parametrize('corruption', CORRUPTIONS)
+def test_damaged_latest_checkpoint_falls_back_and_is_kept(straight_run, abstract_state,
+                                                          tmp_path, caplog, corruption):
+  workdir = copy_run(straight_run, tmp_path)
+  bad_dir = os.path.join(checkpoint_lib.directory(workdir), str(LAST))
+  CORRUPTIONS[corruption](bad_dir)
+  ckpt = checkpoint_lib.Checkpointer(workdir, keep=3)
+  with caplog.at_level(logging.WARNING):
+    # What train_and_evaluate does: the config check, then the state.
+    latest, _ = ckpt.latest_config()
+    step, state, _ = ckpt.restore_latest(abstract_state)
+  ckpt.close()
+  assert latest == (PREVIOUS if corruption == 'config_item_missing' else LAST)
+  assert step == int(state['step']) == PREVIOUS
+  assert f'Checkpoint step {LAST} at {bad_dir} is corrupt' in caplog.text
+  # Kept on disk, out of orbax's sight, so that step LAST can be saved again.
+  kept = os.path.join(checkpoint_lib.corrupt_directory(workdir), str(LAST))
+  assert os.path.isdir(kept) and not os.path.exists(bad_dir)
+  assert f'Moved corrupt checkpoint step {LAST} from {bad_dir} to {kept}' in caplog.text
+  assert checkpoint_lib.Checkpointer(workdir, read_only=True).latest_step() == PREVIOUS
+
+
+@pytest.mark.slow
+def test_resume_from_damaged_checkpoint_reaches_the_same_params(straight_run, tmp_path):
+  ws, _, straight_params = straight_run
+  workdir = copy_run(straight_run, tmp_path)
+  bad_dir = os.path.join(checkpoint_lib.directory(workdir), str(LAST))
+  CORRUPTIONS['state_file_truncated'](bad_dir)
+  log_path = ws.log_path('resume_damaged')
+  proc, _, _ = fault_check.start(ws, workdir, log_path)
+  assert proc.wait(timeout=300) == 0, fault_check.tail(log_path)
+  with open(log_path) as f:
+    log = f.read()
+  assert f'Checkpoint step {LAST} at {bad_dir} is corrupt' in log, log[-3000:]
+  assert 'Traceback' not in log, log[-3000:]  # Orbax's abandoned reads stay quiet.
+  assert fault_check.resumed_step(log_path) == PREVIOUS
+  assert os.path.isdir(os.path.join(checkpoint_lib.corrupt_directory(workdir), str(LAST)))
+  step, params = fault_check.final_params(workdir)
+  assert step == LAST
+  assert fault_check.params_equal(straight_params, params)
+
+
+def test_no_restorable_checkpoint_is_an_error_and_moves_nothing(straight_run, abstract_state,
+                                                                tmp_path):
+  workdir = copy_run(straight_run, tmp_path)
+  before = sorted(os.listdir(checkpoint_lib.directory(workdir)))
+  for name in before:
+    CORRUPTIONS['config_item_missing'](os.path.join(checkpoint_lib.directory(workdir), name))
+  ckpt = checkpoint_lib.Checkpointer(workdir)
+  with pytest.raises(UserError, match=r'No checkpoint in .* restores: step 50 .*Nothing was '
+                                      r'moved or deleted'):
+    ckpt.latest_config()
+  with pytest.raises(UserError, match='No checkpoint'):
+    ckpt.restore_latest(abstract_state)
+  ckpt.close()
+  assert sorted(os.listdir(checkpoint_lib.directory(workdir))) == before
+  assert not os.path.exists(checkpoint_lib.corrupt_directory(workdir))
+
+
+@pytest.mark.parametrize('suffix', ['.orbax-checkpoint-tmp', '.orbax-checkpoint-tmp-1700000000'])
+def test_unfinished_saves_are_never_listed_or_restored(straight_run, abstract_state, tmp_path,
+                                                       suffix):
+  workdir = copy_run(straight_run, tmp_path)
+  directory = checkpoint_lib.directory(workdir)
+  # The worst case: an unfinished save that looks complete inside.
+  shutil.copytree(os.path.join(directory, str(LAST)),
+                  os.path.join(directory, f'{LAST + 5}{suffix}'))
+  ckpt = checkpoint_lib.Checkpointer(workdir)
+  assert ckpt.all_steps() == [LAST - 10, PREVIOUS, LAST]
+  step, _, _ = ckpt.restore_latest(abstract_state)
+  ckpt.close()
+  assert step == LAST
+
+
+# ---------------------------------------------------------------------------------------
+# (c) an unwritable workdir
+# ---------------------------------------------------------------------------------------
+def test_unwritable_workdir_fails_before_training(data_dir, tmp_path):
+  # A path under a regular file fails with ENOTDIR even for root (tests run as root, who
+  # ignores chmod).
+  afile = tmp_path / 'afile'
+  afile.write_text('not a directory')
+  workdir = str(afile / 'workdir')
+  with pytest.raises(UserError, match=r"Cannot write to workdir '.*afile/workdir' \(Not a "
+                                      r'directory\)\. Pass a --workdir you can write to'):
+    train.train_and_evaluate(tiny_config(data_dir), workdir)
+  assert afile.read_text() == 'not a directory'
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root writes to read-only directories')
+def test_read_only_workdir_fails_before_training(data_dir, tmp_path):
+  workdir = tmp_path / 'ro'
+  workdir.mkdir(mode=0o500)
+  with pytest.raises(UserError, match='Cannot write to workdir'):
+    train.train_and_evaluate(tiny_config(data_dir), str(workdir))
+
+
+# ---------------------------------------------------------------------------------------
+# (d) a metrics log cut mid-line by a kill
+# ---------------------------------------------------------------------------------------
+def write_cut_log(workdir):
+  lines = [json.dumps({'step': s, 'train/loss': 2.0}) + '\n' for s in (5, 10)]
+  with open(os.path.join(workdir, metrics_lib.METRICS_FILE), 'w') as f:
+    f.writelines(lines + ['{"step": 15, "train/lo'])  # Killed mid-write.
+
+
+def test_metrics_with_a_cut_last_line_are_read(tmp_path):
+  write_cut_log(str(tmp_path))
+  assert [r['step'] for r in metrics_lib.read(str(tmp_path))] == [5, 10]
+
+
+def test_resume_after_a_cut_metrics_line_keeps_every_record(tmp_path):
+  write_cut_log(str(tmp_path))
+  writer = metrics_lib.MetricWriter(str(tmp_path), resume_step=10)
+  for step in (15, 20):
+    writer.write(step, {'train/loss': 1.0})
+  writer.close()
+  assert [r['step'] for r in metrics_lib.read(str(tmp_path))] == [5, 10, 15, 20]
