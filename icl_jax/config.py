@@ -140,23 +140,26 @@ def _is_int(x: Any) -> bool:
   return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _is_number(x: Any) -> bool:  # bool is an int in Python, but never a valid number here.
+  return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _is_count(x: Any, minimum: int = 1) -> bool:
+  # Sizes and step counts index int32 arrays (XLA dimensions, the step counter, fold_in
+  # data), so anything from 2**31 up would fail deep inside XLA instead of here.
+  return _is_int(x) and minimum <= x < 2**31
+
+
+# Training runs in float32: a larger value becomes inf, a positive one below the smallest
+# normal float32 may become 0 (accelerators flush subnormals), e.g. Adam's eps.
+_F32_MIN, _F32_MAX = 1.1754943508222875e-38, 3.4028234663852886e38
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
   """Checks every field a run depends on; raises UserError naming the field and the fix.
 
   Checks that need the dataset (sequence length vs. dataset size) live in the data layer.
   """
-  def _is_number(x: Any) -> bool:  # bool is an int in Python, but never a valid number here.
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-  def _is_count(x: Any, minimum: int = 1) -> bool:
-    # Sizes and step counts index int32 arrays (XLA dimensions, the step counter, fold_in
-    # data), so anything from 2**31 up would fail deep inside XLA instead of here.
-    return _is_int(x) and minimum <= x < 2**31
-
-  # Training runs in float32: a larger value becomes inf, a positive one below the smallest
-  # normal float32 may become 0 (accelerators flush subnormals), e.g. Adam's eps.
-  f32_min, f32_max = 1.1754943508222875e-38, 3.4028234663852886e38
-
   t, m, tr, e = config.task, config.model, config.train, config.eval
   _require(_is_int(config.seed), f'config.seed must be an integer, got {config.seed!r}.')
   _require(isinstance(config.data.dataset, str) and bool(config.data.dataset),
@@ -176,8 +179,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _require(_is_count(t.seq_len),
            f'config.task.seq_len must be an integer in [1, 2**31), got {t.seq_len!r}.')
   _require(t.prompt in PROMPTS, f'config.task.prompt={t.prompt!r} is unknown; choose one of {PROMPTS}.')
-  _require(_is_number(t.proj_scale) and 0 < t.proj_scale <= f32_max,
-           f'config.task.proj_scale must be a number in (0, {f32_max:.3g}] (finite in '
+  _require(_is_number(t.proj_scale) and 0 < t.proj_scale <= _F32_MAX,
+           f'config.task.proj_scale must be a number in (0, {_F32_MAX:.3g}] (finite in '
            f'float32), got {t.proj_scale!r}.')
   _require(_is_number(t.bias_fraction) and 0.0 <= t.bias_fraction <= 1.0,
            f'config.task.bias_fraction must be a number in [0, 1], got {t.bias_fraction!r}.')
@@ -200,9 +203,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
            f'{tr.warmup_steps!r}.')
   for field in ('lr', 'eps'):
     value = tr[field]
-    _require(_is_number(value) and math.isfinite(value) and f32_min <= value <= f32_max,
+    _require(_is_number(value) and math.isfinite(value) and _F32_MIN <= value <= _F32_MAX,
              f'config.train.{field} must be a finite number > 0 (in float32: between '
-             f'{f32_min:.3g} and {f32_max:.3g}), got {value!r}.')
+             f'{_F32_MIN:.3g} and {_F32_MAX:.3g}), got {value!r}.')
   for field in ('b1', 'b2'):
     value = tr[field]
     _require(_is_number(value) and 0.0 <= value < 1.0,

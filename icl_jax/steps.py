@@ -109,12 +109,3 @@ def train_step(state: State, data_key: jax.Array, task_key: jax.Array, x_NxD: ja
   }
   return {'step': state['step'] + 1, 'params': params, 'opt_state': opt_state}, metrics
 
-
-def eval_correct(params: Any, key: jax.Array, task_key: jax.Array, x_NxD: jax.Array,
-                 y_N: jax.Array, *, spec: Spec, batch_size: int, unseen: bool,
-                 batch_sharding: Any = None) -> jax.Array:
-  """correct_BxT: whether the argmax prediction at each position is right."""
-  episode = spec.sample(key, task_key, x_NxD, y_N, batch_size, unseen=unseen)
-  if batch_sharding is not None:
-    episode = jax.lax.with_sharding_constraint(episode, batch_sharding)
-  return spec.logits(params, episode).argmax(-1) == episode.y_BxT
