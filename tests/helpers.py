@@ -21,3 +21,52 @@ def tiny_config(data_dir, **overrides):
     section, field = path.split('__')
     c[section][field] = value
   return c
+
+
+_BUILDERS = {}  # TFDS registers builder classes by name: define each one once per session.
+
+
+def prepare_image_dataset(data_dir, dataset_name, image_shape_HxWxC, num_classes, make_image,
+                          num_examples=40):
+  """Prepares a small TFDS image-classification dataset offline (array_record) in data_dir.
+
+  make_image(rng, index) -> uint8 image of image_shape_HxWxC; labels are index % num_classes.
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  if dataset_name not in _BUILDERS:
+
+    class Builder(tfds.core.GeneratorBasedBuilder):
+      name = dataset_name
+      VERSION = tfds.core.Version('1.0.0')
+      RELEASE_NOTES = {'1.0.0': 'Test fixture.'}
+      # TFDS looks for README/citation files beside the builder's package; tests have none.
+      pkg_dir_path = epath.Path(os.path.dirname(os.path.abspath(__file__)))
+
+      @tfds.core.utils.classproperty
+      @classmethod
+      def code_path(cls) -> epath.Path:
+        return epath.Path(__file__)  # See icl_jax/data/digits.py: TFDS cannot derive it.
+
+      def _info(self):
+        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
+            'image': tfds.features.Tensor(shape=image_shape_HxWxC, dtype=np.uint8),
+            'label': tfds.features.ClassLabel(num_classes=num_classes),
+        }))
+
+      def _split_generators(self, dl_manager):
+        del dl_manager
+        return {'train': self._generate_examples(0), 'test': self._generate_examples(1)}
+
+      def _generate_examples(self, seed):
+        r = np.random.default_rng(seed)
+        for i in range(num_examples):
+          yield i, {'image': make_image(r, i), 'label': i % num_classes}
+
+    _BUILDERS[dataset_name] = Builder
+  _BUILDERS[dataset_name](data_dir=data_dir).download_and_prepare(
+      file_format='array_record',
+      download_config=tfds.download.DownloadConfig(try_download_gcs=False))

@@ -7,17 +7,16 @@ import os
 import subprocess
 import sys
 
-from etils import epath
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from icl_jax import diagnose
 from icl_jax import evaluate
 from icl_jax import sharding
 from icl_jax import steps
 from icl_jax import train
+from helpers import prepare_image_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -102,44 +101,18 @@ def test_cli_end_to_end_writes_json_csv_png(trained_run, tmp_path):
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
 
-class SmallRGB(tfds.core.GeneratorBasedBuilder):
-  """5 classes of 16x16 RGB images: another dataset to meta-test on, prepared offline."""
-
-  name = 'icl_jax_test_small_rgb'
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Test fixture.'}
-  pkg_dir_path = epath.Path(os.path.dirname(os.path.abspath(__file__)))
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    return epath.Path(__file__)  # See icl_jax/data/digits.py: TFDS cannot derive it.
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
-        'image': tfds.features.Tensor(shape=(16, 16, 3), dtype=np.uint8),
-        'label': tfds.features.ClassLabel(num_classes=5),
-    }))
-
-  def _split_generators(self, dl_manager):
-    del dl_manager
-    return {'train': self._generate_examples(0), 'test': self._generate_examples(1)}
-
-  def _generate_examples(self, seed):
-    r = np.random.default_rng(seed)
-    for i in range(60):
-      # Class c is a bright block in its own place: learnable from a few examples.
-      image = r.integers(0, 60, (16, 16, 3), np.uint8)
-      c = i % 5
-      image[3 * c:3 * c + 4, 3 * c:3 * c + 4] = 250
-      yield i, {'image': image, 'label': c}
+def bright_block_image(r, i):
+  """Class i % 5 is a bright block in its own place: learnable from a few examples."""
+  image = r.integers(0, 60, (16, 16, 3), np.uint8)
+  c = i % 5
+  image[3 * c:3 * c + 4, 3 * c:3 * c + 4] = 250
+  return image
 
 
 def test_other_dataset_is_resized_and_evaluated(trained_run, tmp_path):
   workdir, config, _ = trained_run
-  SmallRGB(data_dir=config.data.data_dir).download_and_prepare(
-      file_format='array_record',
-      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  prepare_image_dataset(config.data.data_dir, 'icl_jax_test_small_rgb', (16, 16, 3), 5,
+                        bright_block_image, num_examples=60)
   report = evaluate.evaluate_workdir(workdir, datasets=['icl_jax_test_small_rgb'],
                                      num_episodes=32, out=str(tmp_path), baseline_names=['knn'])
   column = report['results']['unseen:icl_jax_test_small_rgb']

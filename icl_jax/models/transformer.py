@@ -7,7 +7,6 @@ causal GPICL format and the context/query format alike.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 
