@@ -95,9 +95,7 @@ def make_eval_sets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
           f'Dataset {name!r} has {ds.num_classes} classes but the model predicts '
           f'{train_ds.num_classes}; evaluate on datasets with at most '
           f'{train_ds.num_classes} classes.')
-    if config.task.seq_len > ds.x_NxD.shape[0]:
-      raise UserError(f'Dataset {name!r}:{config.task.seq_len} has fewer examples than the '
-                      f'sequence length {config.task.seq_len}.')
+    ds.check_seq_len(config.task.seq_len)
     sets.append(EvalSet(f'{UNSEEN}:{name}', put(ds.x_NxD), put(ds.y_N), unseen=True))
   if include_random:
     x_NxD, y_N = random_dataset(config.seed, train_ds.num_features, train_ds.num_classes)
@@ -254,11 +252,12 @@ def restore(workdir: str, step: int | None = None, mesh: jax.sharding.Mesh | Non
   if not available:
     raise UserError(f'Workdir {workdir!r} has no complete checkpoint yet.')
   if step is None:
-    step, _ = ckpt.latest_config()  # Skips (with a warning) checkpoints that do not read back.
+    step, config = ckpt.latest_config()  # Skips (with a warning) configs that do not read back.
   elif step not in available:
     raise UserError(f'Workdir {workdir!r} has no checkpoint at step {step}; available steps: '
                     f'{", ".join(map(str, sorted(available)))}.')
-  config = ckpt.restore_config(step)
+  else:
+    config = ckpt.restore_config(step)
   config.mesh.data = -1  # Whatever devices exist now.
   mesh = mesh or sharding.make_mesh(config.mesh)
   return config, ckpt, step, mesh

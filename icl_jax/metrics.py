@@ -63,12 +63,18 @@ def _truncate_after(path: str, step: int) -> None:
     return
   records = read(os.path.dirname(path))
   kept = [r for r in records if r['step'] <= step]
-  with open(path, 'rb') as f:
-    cut_short = f.seek(0, os.SEEK_END) > 0 and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b'\n'
   # A last line cut by a kill mid-write would swallow the next record appended to it.
-  if len(kept) == len(records) and not cut_short:
+  if len(kept) == len(records) and _ends_with_newline(path):
     return
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
     f.writelines(json.dumps(r) + '\n' for r in kept)
   os.replace(tmp, path)
+
+
+def _ends_with_newline(path: str) -> bool:
+  with open(path, 'rb') as f:
+    if f.seek(0, os.SEEK_END) == 0:
+      return True  # Empty: nothing to cut.
+    f.seek(-1, os.SEEK_END)
+    return f.read(1) == b'\n'

@@ -47,10 +47,7 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[data.Dataset, data.D
   train_ds = data.load(dc.dataset, dc.train_split, tuple(dc.image_shape), dc.data_dir)
   eval_ds = data.load(dc.dataset, dc.eval_split, tuple(dc.image_shape), dc.data_dir)
   for ds in (train_ds, eval_ds):
-    if config.task.seq_len > ds.x_NxD.shape[0]:
-      raise UserError(
-          f'config.task.seq_len={config.task.seq_len} is longer than the '
-          f'{ds.x_NxD.shape[0]} examples of {ds.name}:{ds.split}; use a shorter sequence.')
+    ds.check_seq_len(config.task.seq_len)
   return train_ds, eval_ds
 
 

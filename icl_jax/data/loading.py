@@ -60,6 +60,13 @@ class Dataset:
   def num_features(self) -> int:
     return self.image_shape[0] * self.image_shape[1]
 
+  def check_seq_len(self, seq_len: int) -> None:
+    """Raises UserError if an episode of `seq_len` examples is longer than this split."""
+    if seq_len > self.x_NxD.shape[0]:
+      raise UserError(
+          f'config.task.seq_len={seq_len} is longer than the {self.x_NxD.shape[0]} examples '
+          f'of {self.name}:{self.split}; use a shorter sequence.')
+
 
 def default_data_dir() -> str:
   """Returns $TFDS_DATA_DIR if set, else ~/tensorflow_datasets (TFDS's own)."""
