@@ -75,7 +75,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.last_positions = 10  # "... at the last positions" averages over these.
 
   c.mesh = ml_collections.ConfigDict()
-  c.mesh.data = -1  # Devices on the data axis; -1: all of them.
+  c.mesh.data = -1  # Devices on the data axis; -1: all that the run axis leaves.
+  # Devices on the run axis of a vmapped sweep group; -1: the most that divide the group.
+  c.mesh.run = -1
   return c
 
 
@@ -155,8 +157,11 @@ def _is_count(x: Any, minimum: int = 1) -> bool:
 _F32_MIN, _F32_MAX = 1.1754943508222875e-38, 3.4028234663852886e38
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
+             num_runs: int = 1) -> None:
   """Checks every field a run depends on; raises UserError naming the field and the fix.
+
+  With `num_devices`, also checks that the mesh fits them for a group of `num_runs` runs.
 
   Checks that need the dataset (sequence length vs. dataset size) live in the data layer.
   """
@@ -226,17 +231,27 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
              f'config.eval.{field} must be an integer in [1, config.task.seq_len={t.seq_len}], '
              f'got {value!r}.')
 
-  _require(_is_int(config.mesh.data) and (config.mesh.data >= 1 or config.mesh.data == -1),
-           f'config.mesh.data must be a device count >= 1, or -1 for all devices; '
-           f'got {config.mesh.data!r}.')
+  for axis in ('data', 'run'):
+    value = config.mesh.get(axis, -1)
+    _require(_is_int(value) and (value >= 1 or value == -1),
+             f'config.mesh.{axis} must be a device count >= 1, or -1 to fill it; got {value!r}.')
   if num_devices is not None:
-    data_devices = num_devices if config.mesh.data == -1 else config.mesh.data
-    _require(data_devices <= num_devices,
-             f'config.mesh.data={config.mesh.data} asks for more devices than the '
-             f'{num_devices} available; use -1 for all of them.')
-    _require(tr.batch_size % data_devices == 0,
-             f'config.train.batch_size={tr.batch_size} is not divisible by the {data_devices} '
-             f'devices of the data axis; use a multiple of {data_devices}.')
+    from icl_jax import sharding  # pylint: disable=g-import-not-at-top
+    for axis in ('data', 'run'):
+      value = config.mesh.get(axis, -1)
+      _require(value <= num_devices,
+               f'config.mesh.{axis}={value} asks for more devices than the {num_devices} '
+               f'available; use -1 for all of them.')
+    run, data = sharding.mesh_shape(config.mesh, num_devices, num_runs)
+    _require(run * data <= num_devices,
+             f'config.mesh asks for run={run} x data={data} devices but {num_devices} are '
+             f'available; use -1 to fill an axis with what is left.')
+    _require(num_runs % run == 0,
+             f'config.mesh.run={run} does not divide the {num_runs} runs of the group; use a '
+             f'divisor of {num_runs}, or -1.')
+    _require(tr.batch_size % data == 0,
+             f'config.train.batch_size={tr.batch_size} is not divisible by the {data} '
+             f'devices of the data axis; use a multiple of {data}.')
 
 
 def to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:

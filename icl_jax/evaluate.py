@@ -119,41 +119,45 @@ class Evaluator:
     self.config, self.spec, self.sets = config, spec, list(sets)
     self.chunk, self.num_chunks = chunk, math.ceil(num_episodes / chunk)
     self.num_episodes = self.chunk * self.num_chunks
-    self.eval_key = rng.key(config.seed, rng.EVAL)
-    self.task_key = rng.key(config.seed, rng.TASKS)
     batch_sharded = sharding.batch_sharded(mesh)
 
-    def sample(key, x_NxD, y_N, unseen):
-      episode = spec.sample(key, self.task_key, x_NxD, y_N, chunk, unseen=unseen)
+    def sample(key, run, x_NxD, y_N, unseen):
+      episode = spec.sample(key, run, x_NxD, y_N, chunk, unseen=unseen)
       return jax.lax.with_sharding_constraint(episode, batch_sharded)
 
     self._sample = jax.jit(sample, static_argnames='unseen')
-    self._model = jax.jit(lambda params, ep: spec.logits(params, ep).argmax(-1) == ep.y_BxT)
+    # Replicated results: every process can read all of them (`correct`), which a
+    # batch-sharded array spanning several processes does not allow.
+    replicated = sharding.replicated(mesh)
+    self._model = jax.jit(lambda params, ep: spec.logits(params, ep).argmax(-1) == ep.y_BxT,
+                          out_shardings=replicated)
     self._baselines = {
         name: jax.jit(lambda ep, fn=fn: fn(ep.x_BxTxD, ep.y_BxT, spec.num_classes).argmax(-1)
-                      == ep.y_BxT)
+                      == ep.y_BxT, out_shardings=replicated)
         for name, fn in (baselines or {}).items()}
 
-  def episodes(self, eval_set: EvalSet) -> list[tasks.Episode]:
-    set_key = jax.random.fold_in(self.eval_key, zlib.crc32(eval_set.name.encode()) & 0x7FFFFFFF)
-    return [self._sample(jax.random.fold_in(set_key, i), eval_set.x_NxD, eval_set.y_N,
+  def episodes(self, eval_set: EvalSet, run: steps.Run) -> list[tasks.Episode]:
+    """The episodes of one set for one run (its seed's keys and its task pool)."""
+    set_key = jax.random.fold_in(run.eval_key, zlib.crc32(eval_set.name.encode()) & 0x7FFFFFFF)
+    return [self._sample(jax.random.fold_in(set_key, i), run, eval_set.x_NxD, eval_set.y_N,
                          unseen=eval_set.unseen) for i in range(self.num_chunks)]
 
-  def correct(self, params: Any, model_name: str = 'model') -> dict[str, dict[str, np.ndarray]]:
+  def correct(self, params: Any, run: steps.Run,
+              model_name: str = 'model') -> dict[str, dict[str, np.ndarray]]:
     """{set name: {method: correct_MxT (bool)}} with M = self.num_episodes."""
     out = {}
     for eval_set in self.sets:
-      episodes = self.episodes(eval_set)
+      episodes = self.episodes(eval_set, run)
       methods = {model_name: [self._model(params, ep) for ep in episodes]}
       for name, fn in self._baselines.items():
         methods[name] = [fn(ep) for ep in episodes]
       out[eval_set.name] = {m: np.concatenate(jax.device_get(c)) for m, c in methods.items()}
     return out
 
-  def summary(self, params: Any) -> dict[str, float]:
+  def summary(self, params: Any, run: steps.Run) -> dict[str, float]:
     """'<set>/acc_first' and '<set>/acc_last' of the model, for logs and phase labels."""
     return summarize_positions(
-        {s: c['model'].mean(0) for s, c in self.correct(params).items()},
+        {s: c['model'].mean(0) for s, c in self.correct(params, run).items()},
         self.config.eval.first_positions, self.config.eval.last_positions)
 
 
@@ -289,6 +293,7 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
   step = int(jax.device_get(state['step']))
   sets = make_eval_sets(config, mesh, train_ds, eval_ds, datasets, include_random=True,
                         data_dir=data_dir)
+  run = sharding.put(steps.run_values(config), sharding.replicated(mesh))
 
   chosen = {}
   names = list(baselines_lib.BASELINES) if baseline_names is None else list(baseline_names)
@@ -298,14 +303,14 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
     # episodes disjoint from the evaluation ones.
     tune_set = EvalSet('sgd_tuning', sets[0].x_NxD, sets[0].y_N, unseen=False)
     tuner = Evaluator(config, spec, mesh, [tune_set], num_episodes)
-    ep = jax.tree.map(lambda *a: jnp.concatenate(a), *tuner.episodes(tune_set))
+    ep = jax.tree.map(lambda *a: jnp.concatenate(a), *tuner.episodes(tune_set, run))
     lr, _ = baselines_lib.tune_sgd_lr(ep.x_BxTxD, ep.y_BxT, spec.num_classes)
     chosen['sgd_lr'] = float(lr)
     fns['sgd'] = functools.partial(baselines_lib.predict_sgd, lr=float(lr))
 
   model_name = config.model.name
   evaluator = Evaluator(config, spec, mesh, sets, num_episodes, fns)
-  correct = evaluator.correct(state['params'], model_name=model_name)
+  correct = evaluator.correct(state['params'], run, model_name=model_name)
   results = {s: {m: curves(c) for m, c in methods.items()} for s, methods in correct.items()}
   summary = summarize_positions({s: c[model_name].mean(0) for s, c in correct.items()},
                                 config.eval.first_positions, config.eval.last_positions)

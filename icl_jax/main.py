@@ -18,10 +18,9 @@ from ml_collections import config_flags
 
 from icl_jax.errors import UserError
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file[:args].',
+CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file[:args].',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
-flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def initialize_distributed() -> None:
@@ -38,7 +37,12 @@ def initialize_distributed() -> None:
   jax.distributed.initialize(**kwargs)
 
 
-def parse_flags(argv: list[str]) -> list[str]:
+def parse_flags_optional_config(argv: list[str]) -> list[str]:
+  """parse_flags for programs (launch.sweep) where --config may be absent."""
+  return parse_flags(argv, require_config=False)
+
+
+def parse_flags(argv: list[str], require_config: bool = True) -> list[str]:
   """absl's flag parsing, with a bad --config or --config.* reported as one `error:` line.
 
   Left alone, ml_collections' config flags end in a traceback (an unknown field, a config
@@ -47,10 +51,12 @@ def parse_flags(argv: list[str]) -> list[str]:
   """
   try:
     remaining = flags.FLAGS(argv)
-    config = _CONFIG.value
+    if not require_config and config_arg(argv) is None:
+      return remaining
+    config = CONFIG.value
     if not isinstance(config, ml_collections.ConfigDict):
       getattr(config, 'to_dict', None)  # A file that failed to load raises on any access.
-      raise UserError(f'The get_config() of {_config_arg(argv)!r} returned '
+      raise UserError(f'The get_config() of {config_arg(argv)!r} returned '
                       f'{type(config).__name__}, not a ConfigDict. Return one, as '
                       f'experiments/gpicl_digits.py does.')
   except Exception as e:  # pylint: disable=broad-except
@@ -64,7 +70,7 @@ def describe_flag_error(error: Exception, argv: list[str]) -> str:
   chain = [error]
   while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and nxt not in chain:
     chain.append(nxt)
-  path = _config_arg(argv)
+  path = config_arg(argv)
   user_errors = [e for e in chain if isinstance(e, UserError)]
   if user_errors:  # From the experiment file (its arguments); the deepest is the original.
     return str(user_errors[-1])
@@ -99,7 +105,7 @@ def describe_flag_error(error: Exception, argv: list[str]) -> str:
           f'--config and the --config.* overrides; --helpfull lists them.')
 
 
-def _config_arg(argv: list[str]) -> str | None:
+def config_arg(argv: list[str]) -> str | None:
   """The raw value of --config, given as `--config=x` or `--config x`."""
   for i, arg in enumerate(argv):
     if arg.startswith('--config='):
@@ -145,11 +151,12 @@ def main(argv):
   from icl_jax import train  # pylint: disable=g-import-not-at-top
   initialize_distributed()
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    train.train_and_evaluate(CONFIG.value, _WORKDIR.value)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
 
 
 if __name__ == '__main__':
+  flags.mark_flags_as_required(['config', 'workdir'])
   app.run(main, flags_parser=parse_flags)

@@ -1,11 +1,14 @@
 """The device mesh and the few shardings this framework needs.
 
-One axis, `data`: the batch is split over it and everything else is replicated. Models
-here are small enough (<= tens of millions of parameters) that replicating the state is
-the fast choice; a `run` axis for vmapped sweep groups sits beside it (see sweep docs).
+Two axes: `run` splits the runs of a vmapped sweep group (each device holds the state of
+its runs), `data` splits each run's batch; everything else is replicated. Models here are
+small enough (<= tens of millions of parameters) that replicating a run's state over `data`
+is the fast choice. A single run is a group of one: run axis 1, data axis all devices.
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import ml_collections
@@ -15,16 +18,34 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-DATA = 'data'
+RUN, DATA = 'run', 'data'
 
 
-def make_mesh(mesh_config: ml_collections.ConfigDict) -> Mesh:
-  """A 1-D mesh over `mesh_config.data` devices (-1: all, across every process)."""
+def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int,
+               num_runs: int = 1) -> tuple[int, int]:
+  """(run, data) device counts; -1 fills an axis with what is left.
+
+  A free run axis takes the largest device count that divides both the group and the
+  devices (the data axis is set or free): runs never straddle devices unevenly.
+  """
+  data = mesh_config.data
+  run = mesh_config.get('run', -1)
+  if run == -1:
+    room = num_devices // data if data != -1 else num_devices
+    run = math.gcd(num_runs, max(room, 1))
+  if data == -1:
+    data = max(num_devices // run, 1)
+  return run, data
+
+
+def make_mesh(mesh_config: ml_collections.ConfigDict, num_runs: int = 1) -> Mesh:
+  """A (run, data) mesh over the first run * data devices of all processes."""
   devices = jax.devices()
-  n = len(devices) if mesh_config.data == -1 else mesh_config.data
+  run, data = mesh_shape(mesh_config, len(devices), num_runs)
   # Auto axes: XLA propagates shardings from the jit's in/out shardings and the few
   # constraints we place, which is all a data-parallel step needs.
-  return jax.make_mesh((n,), (DATA,), axis_types=(AxisType.Auto,), devices=devices[:n])
+  return jax.make_mesh((run, data), (RUN, DATA), axis_types=(AxisType.Auto,) * 2,
+                       devices=devices[:run * data])
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -36,9 +57,27 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA))
 
 
+def run_sharded(mesh: Mesh) -> NamedSharding:
+  """Leading (run) axis split over `run`: the stacked state of a sweep group."""
+  return NamedSharding(mesh, P(RUN))
+
+
 def put_replicated(x: np.ndarray, mesh: Mesh) -> jax.Array:
-  """Places a host array that every process holds identically on all mesh devices.
+  """Places a host array that every process holds identically on all mesh devices."""
+  return put(x, replicated(mesh))
+
+
+def put(tree, sharding: NamedSharding):
+  """Places a pytree of host values that every process holds identically (arrays, keys).
 
   `make_array_from_callback` is multi-process safe, unlike device_put of a host value.
+  Typed PRNG keys travel as their raw key data.
   """
-  return jax.make_array_from_callback(x.shape, replicated(mesh), lambda index: x[index])
+  def one(x):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(one(jax.random.key_data(x)),
+                                      impl=jax.random.key_impl(x))
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+  return jax.tree.map(one, tree)

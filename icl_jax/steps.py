@@ -1,26 +1,70 @@
-"""Pure, jit-able functions of (state, keys, arrays): initialisation, the train step, eval.
+"""Pure, jit-able functions of (state, run values, arrays): initialisation and the train step.
 
-Static choices (prompt format, sizes, the model's graph) live in a hashable `Spec` that is
-closed over; everything that changes between calls is an argument, so one compiled step
-serves a whole run, and a sweep can vmap it.
+Two kinds of inputs, kept apart so that a sweep can train many runs as one program:
+  `Spec`  the static shape of a workload (prompt format, sizes, the model's graph), closed
+          over: every run of a vmapped group shares it;
+  `Run`   the values that may differ between runs of a group (keys from the seed, task pool
+          size, optimizer hyperparameters), passed as arrays: vmapped over, never compiled in.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import nnx
 
 from icl_jax import models
+from icl_jax import rng
 from icl_jax import tasks
 
 State = dict[str, Any]  # {'step': int32[], 'params': pure dict, 'opt_state': optax state}
+
+# Hyperparameters that are values, not shapes: name in `Run.hparams` -> config field.
+HPARAM_FIELDS = {
+    'num_tasks': 'task.num_tasks',
+    'proj_scale': 'task.proj_scale',
+    'bias_fraction': 'task.bias_fraction',
+    'lr': 'train.lr',
+    'b1': 'train.b1',
+    'b2': 'train.b2',
+    'eps': 'train.eps',
+}
+# Config fields in which the runs of one vmapped group may differ; all others are shared.
+VALUE_FIELDS = ('seed',) + tuple(HPARAM_FIELDS.values())
+
+
+class Run(NamedTuple):
+  """The per-run values of a workload; leaves get a leading run axis in a sweep group."""
+  init_key: jax.Array
+  data_key: jax.Array  # The episodes of step k come from fold_in(data_key, k).
+  task_key: jax.Array  # Task i is derived from fold_in(task_key, i).
+  eval_key: jax.Array
+  hparams: dict[str, jax.Array]
+
+
+def run_values(config: ml_collections.ConfigDict) -> Run:
+  t, tr = config.task, config.train
+  hparams = {
+      'num_tasks': np.int32(t.num_tasks),  # -1 (infinite) is handled by the sampler.
+      'proj_scale': np.float32(t.proj_scale),
+      'bias_fraction': np.float32(t.bias_fraction),
+      'lr': np.float32(tr.lr), 'b1': np.float32(tr.b1), 'b2': np.float32(tr.b2),
+      'eps': np.float32(tr.eps),
+  }
+  return Run(rng.key(config.seed, rng.INIT), rng.key(config.seed, rng.DATA),
+             rng.key(config.seed, rng.TASKS), rng.key(config.seed, rng.EVAL), hparams)
+
+
+def stack_runs(runs: list[Run]) -> Run:
+  """One Run whose leaves have a leading axis of len(runs)."""
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *runs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,16 +74,14 @@ class Spec:
   num_features: int
   num_classes: int
   seq_len: int
-  num_tasks: int
-  proj_scale: float
-  bias_fraction: float
   graphdef: Any  # nnx.GraphDef of the model.
 
-  def sample(self, key, task_key, x_NxD, y_N, batch_size, unseen=False) -> tasks.Episode:
+  def sample(self, key, run: Run, x_NxD, y_N, batch_size, unseen=False) -> tasks.Episode:
+    hp = run.hparams
     return tasks.sample_episodes(
-        key, task_key, x_NxD, y_N, batch_size=batch_size, seq_len=self.seq_len,
-        num_tasks=self.num_tasks, num_classes=self.num_classes, proj_scale=self.proj_scale,
-        bias_fraction=0.0 if unseen else self.bias_fraction, unseen=unseen)
+        key, run.task_key, x_NxD, y_N, batch_size=batch_size, seq_len=self.seq_len,
+        num_tasks=hp['num_tasks'], num_classes=self.num_classes, proj_scale=hp['proj_scale'],
+        bias_fraction=0.0 if unseen else hp['bias_fraction'], unseen=unseen)
 
   def logits(self, params, episode: tasks.Episode) -> jax.Array:
     """logits_BxTxC: the prediction of y_t from the examples before t and x_t."""
@@ -49,45 +91,56 @@ class Spec:
     return tasks.predictions(outputs_BxSxC, self.prompt)
 
 
+def _build_model(config: ml_collections.ConfigDict, num_features: int, num_classes: int,
+                 rngs: nnx.Rngs) -> nnx.Module:
+  return models.build(
+      config.model, in_features=num_features + num_classes, out_features=num_classes,
+      max_len=tasks.num_tokens(config.task.prompt, config.task.seq_len), rngs=rngs)
+
+
 def make_spec(config: ml_collections.ConfigDict, num_features: int, num_classes: int) -> Spec:
-  model_fn = functools.partial(
-      models.build, config.model, in_features=num_features + num_classes,
-      out_features=num_classes, max_len=tasks.num_tokens(config.task.prompt, config.task.seq_len))
+  model_fn = functools.partial(_build_model, config, num_features, num_classes)
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_fn(rngs=nnx.Rngs(0))))
   return Spec(prompt=config.task.prompt, num_features=num_features, num_classes=num_classes,
-              seq_len=config.task.seq_len, num_tasks=config.task.num_tasks,
-              proj_scale=float(config.task.proj_scale),
-              bias_fraction=float(config.task.bias_fraction), graphdef=graphdef)
+              seq_len=config.task.seq_len, graphdef=graphdef)
 
 
-def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam after global-norm clipping, with linear warm-up then constant or cosine lr."""
+def make_optimizer(train_config: ml_collections.ConfigDict,
+                   hparams: dict[str, Any] | None = None) -> optax.GradientTransformation:
+  """Adam after global-norm clipping, with linear warm-up then constant or cosine lr.
+
+  `hparams` (lr, b1, b2, eps; possibly traced) override the config's values: the
+  optimizer's state has the same structure either way, so one state serves both.
+  """
   tc = train_config
-  warmup = optax.linear_schedule(0.0, tc.lr, tc.warmup_steps) if tc.warmup_steps else None
+  hp = hparams if hparams is not None else {k: tc[k] for k in ('lr', 'b1', 'b2', 'eps')}
+  lr = hp['lr']
+  warmup = optax.linear_schedule(0.0, lr, tc.warmup_steps) if tc.warmup_steps else None
   if tc.schedule == 'cosine':
-    after = optax.cosine_decay_schedule(tc.lr, max(tc.steps - tc.warmup_steps, 1))
+    after = optax.cosine_decay_schedule(lr, max(tc.steps - tc.warmup_steps, 1))
   else:
-    after = optax.constant_schedule(tc.lr)
+    after = optax.constant_schedule(lr)
   schedule = optax.join_schedules([warmup, after], [tc.warmup_steps]) if warmup else after
-  adam = optax.adam(schedule, b1=tc.b1, b2=tc.b2, eps=tc.eps)
+  adam = optax.adam(schedule, b1=hp['b1'], b2=hp['b2'], eps=hp['eps'])
   return optax.chain(optax.clip_by_global_norm(tc.grad_clip), adam) if tc.grad_clip else adam
 
 
-def init_state(key: jax.Array, config: ml_collections.ConfigDict, spec: Spec,
-               tx: optax.GradientTransformation) -> State:
-  model = models.build(
-      config.model, in_features=spec.num_features + spec.num_classes,
-      out_features=spec.num_classes, max_len=tasks.num_tokens(spec.prompt, spec.seq_len),
-      rngs=nnx.Rngs(params=key))
+def num_params(params: Any) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def init_state(init_key: jax.Array, config: ml_collections.ConfigDict, spec: Spec) -> State:
+  model = _build_model(config, spec.num_features, spec.num_classes, nnx.Rngs(params=init_key))
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-  return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params)}
+  opt_state = make_optimizer(config.train).init(params)
+  return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': opt_state}
 
 
-def train_step(state: State, data_key: jax.Array, task_key: jax.Array, x_NxD: jax.Array,
-               y_N: jax.Array, *, spec: Spec, tx: optax.GradientTransformation,
-               batch_size: int, batch_sharding: Any = None) -> tuple[State, dict[str, jax.Array]]:
+def train_step(state: State, run: Run, x_NxD: jax.Array, y_N: jax.Array, *, spec: Spec,
+               train_config: ml_collections.ConfigDict, batch_size: int,
+               batch_sharding: Any = None) -> tuple[State, dict[str, jax.Array]]:
   """One meta-training step on freshly sampled episodes; the data is a function of the step."""
-  episode = spec.sample(jax.random.fold_in(data_key, state['step']), task_key, x_NxD, y_N,
+  episode = spec.sample(jax.random.fold_in(run.data_key, state['step']), run, x_NxD, y_N,
                         batch_size)
   if batch_sharding is not None:
     # Each device samples only its own episodes; the rest of the step follows this layout.
@@ -99,6 +152,7 @@ def train_step(state: State, data_key: jax.Array, task_key: jax.Array, x_NxD: ja
     return loss_BxT.mean(), logits_BxTxC
 
   (loss, logits_BxTxC), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+  tx = make_optimizer(train_config, run.hparams)
   updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
   params = optax.apply_updates(state['params'], updates)
   metrics = {
@@ -108,4 +162,3 @@ def train_step(state: State, data_key: jax.Array, task_key: jax.Array, x_NxD: ja
       'param_norm': optax.global_norm(params),  # Non-finite params show up here too.
   }
   return {'step': state['step'] + 1, 'params': params, 'opt_state': opt_state}, metrics
-

@@ -1,6 +1,7 @@
 """Test setup: 8 simulated CPU devices, strict rank promotion, one shared TFDS data dir."""
 
 import os
+import tempfile
 
 # Must precede the first jax import anywhere in the test session.
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
@@ -11,6 +12,13 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
+# Tests train many runs of one tiny shape, each through fresh jit-ed closures: a persistent
+# cache (new for every session) lets identical programs compile once. Subprocess tests
+# set their own.
+_CACHE_DIR = tempfile.mkdtemp(prefix='icl_jax_test_jax_cache_')
+jax.config.update('jax_compilation_cache_dir', _CACHE_DIR)
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
 @pytest.fixture(scope='session')

@@ -284,12 +284,12 @@ def train_one_step(config, run: bool = True) -> str:
   init, _, state_sharding = train.state_layout(config, spec, mesh)
   init = jax.jit(init, out_shardings=state_sharding)
   step = jax.jit(
-      functools.partial(steps.train_step, spec=spec, tx=steps.make_optimizer(config.train),
+      functools.partial(steps.train_step, spec=spec, train_config=config.train,
                         batch_size=config.train.batch_size,
                         batch_sharding=sharding.batch_sharded(mesh)),
       out_shardings=(state_sharding, sharding.replicated(mesh)))
   init_key = rng.key(config.seed, rng.INIT)
-  args = (rng.key(config.seed, rng.DATA), rng.key(config.seed, rng.TASKS),
+  args = (sharding.put(steps.run_values(config), sharding.replicated(mesh)),
           sharding.put_replicated(train_ds.x_NxD, mesh),
           sharding.put_replicated(train_ds.y_N, mesh))
   if not run:

@@ -59,7 +59,8 @@ def test_restore_on_another_device_count_gives_same_predictions(trained_run):
     assert len(jax.tree.leaves(state['params'])[0].sharding.device_set) == n
     sets = evaluate.make_eval_sets(config, mesh, train_ds, eval_ds)
     ev = evaluate.Evaluator(config, spec, mesh, sets, 16)
-    episode = ev.episodes(sets[1])[0]
+    episode = ev.episodes(sets[1], sharding.put(steps.run_values(config),
+                                                sharding.replicated(mesh)))[0]
     logits.append(np.asarray(jax.jit(spec.logits)(state['params'], episode)))
   np.testing.assert_allclose(logits[0], logits[1], rtol=1e-5, atol=1e-5)
 

@@ -27,8 +27,7 @@ def final_params(workdir, config):
   step = ckpt.latest_step()
   train_ds, _ = train.load_splits(config)
   spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
-  tx = steps.make_optimizer(config.train)
-  abstract = jax.eval_shape(functools.partial(steps.init_state, config=config, spec=spec, tx=tx),
+  abstract = jax.eval_shape(functools.partial(steps.init_state, config=config, spec=spec),
                             rng.key(0, rng.INIT))
   return step, jax.device_get(ckpt.restore_state(step, abstract)['params'])
 
@@ -69,8 +68,7 @@ def test_one_step_on_8_devices_equals_1_device(data_dir):
   config = tiny_config(data_dir)
   train_ds, _ = train.load_splits(config)
   spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
-  tx = steps.make_optimizer(config.train)
-  init = functools.partial(steps.init_state, config=config, spec=spec, tx=tx)
+  init = functools.partial(steps.init_state, config=config, spec=spec)
   results = []
   for n in (1, 8):
     config.mesh.data = n
@@ -78,10 +76,10 @@ def test_one_step_on_8_devices_equals_1_device(data_dir):
     rep = sharding.replicated(mesh)
     state_sharding = jax.tree.map(lambda _: rep, jax.eval_shape(init, rng.key(0, rng.INIT)))
     state = jax.jit(init, out_shardings=state_sharding)(rng.key(0, rng.INIT))
-    step = jax.jit(functools.partial(steps.train_step, spec=spec, tx=tx, batch_size=16,
-                                     batch_sharding=sharding.batch_sharded(mesh)),
+    step = jax.jit(functools.partial(steps.train_step, spec=spec, train_config=config.train,
+                                     batch_size=16, batch_sharding=sharding.batch_sharded(mesh)),
                    out_shardings=(state_sharding, rep))
-    args = (rng.key(0, rng.DATA), rng.key(0, rng.TASKS),
+    args = (sharding.put(steps.run_values(config), rep),
             sharding.put_replicated(train_ds.x_NxD, mesh),
             sharding.put_replicated(train_ds.y_N, mesh))
     state, m1 = step(state, *args)

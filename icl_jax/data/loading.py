@@ -17,6 +17,7 @@ import tempfile
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
 
 from icl_jax.data import digits
 from icl_jax.errors import UserError
@@ -84,7 +85,9 @@ def load(
   """Loads a split through TFDS, preprocessed, from the cache when possible.
 
   `digits` is prepared into `data_dir` on first use (offline); every other
-  dataset must already be prepared there in array_record format.
+  dataset must already be prepared there in array_record format. With several
+  processes (multi-host), every process must call this: process 0 loads
+  first, the others after it.
 
   Args:
     name: TFDS dataset name, e.g. 'digits', 'mnist', 'cifar10'.
@@ -100,6 +103,30 @@ def load(
       prepared or not in array_record format, or not an image classification
       dataset.
   """
+  if jax.process_count() == 1:
+    return _load(name, split, image_shape, data_dir)
+  # Processes sharing a data dir would all prepare `digits` and write the
+  # cache at once, and race on TFDS's rename of its incomplete directory.
+  # Process 0 goes first; the others then read what it wrote (or, on a disk
+  # of their own, prepare it there). The barrier is reached even when process
+  # 0 fails, so the others raise their own error instead of hanging.
+  barrier = f'icl_jax.data.load:{name}:{split}'
+  if jax.process_index() == 0:
+    try:
+      return _load(name, split, image_shape, data_dir)
+    finally:
+      multihost_utils.sync_global_devices(barrier)
+  multihost_utils.sync_global_devices(barrier)
+  return _load(name, split, image_shape, data_dir)
+
+
+def _load(
+    name: str,
+    split: str,
+    image_shape: tuple[int, int],
+    data_dir: str | None,
+) -> Dataset:
+  """`load` in one process."""
   image_shape = _check_image_shape(image_shape)
   data_dir = os.path.expanduser(data_dir or default_data_dir())
   builder = _prepared_builder(name, data_dir)

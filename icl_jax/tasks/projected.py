@@ -20,15 +20,19 @@ UNSEEN_OFFSET = 2**31
 _INT32_MAX = 2**31 - 1
 
 
-def sample_task_ids(key: jax.Array, batch_size: int, num_tasks: int, unseen: bool) -> jax.Array:
-  """Task ids for one batch; `num_tasks=-1` draws from the (practically) infinite range."""
-  high = _INT32_MAX if (unseen or num_tasks < 0) else num_tasks
+def sample_task_ids(key: jax.Array, batch_size: int, num_tasks: int | jax.Array,
+                    unseen: bool) -> jax.Array:
+  """Task ids for one batch; `num_tasks=-1` draws from the (practically) infinite range.
+
+  `num_tasks` may be traced, so runs with different pool sizes share one program.
+  """
+  high = _INT32_MAX if unseen else jnp.where(num_tasks < 0, _INT32_MAX, num_tasks)
   ids_B = jax.random.randint(key, (batch_size,), 0, high, dtype=jnp.int32).astype(jnp.uint32)
   return ids_B + jnp.uint32(UNSEEN_OFFSET) if unseen else ids_B
 
 
 def task_params(task_key: jax.Array, task_id: jax.Array, num_features: int, num_classes: int,
-                proj_scale: float) -> tuple[jax.Array, jax.Array]:
+                proj_scale: float | jax.Array) -> tuple[jax.Array, jax.Array]:
   """Projection A_DxD with A_ij ~ N(0, proj_scale / D) and label permutation perm_C of one task."""
   proj_key, perm_key = jax.random.split(jax.random.fold_in(task_key, task_id))
   a_DxD = jax.random.normal(proj_key, (num_features, num_features)) * jnp.sqrt(
@@ -38,9 +42,9 @@ def task_params(task_key: jax.Array, task_id: jax.Array, num_features: int, num_
 
 
 def sample_episodes(key: jax.Array, task_key: jax.Array, x_NxD: jax.Array, y_N: jax.Array, *,
-                    batch_size: int, seq_len: int, num_tasks: int, num_classes: int,
-                    proj_scale: float = 1.0, bias_fraction: float = 0.0,
-                    unseen: bool = False) -> Episode:
+                    batch_size: int, seq_len: int, num_tasks: int | jax.Array,
+                    num_classes: int, proj_scale: float | jax.Array = 1.0,
+                    bias_fraction: float | jax.Array = 0.0, unseen: bool = False) -> Episode:
   """Samples B episodes of T examples, each from one task, entirely on device.
 
   Examples are drawn with replacement: for the dataset sizes used here repeats are rare
@@ -48,10 +52,12 @@ def sample_episodes(key: jax.Array, task_key: jax.Array, x_NxD: jax.Array, y_N: 
 
   `bias_fraction` of the batch (the first rows) keeps the identity permutation: the
   paper's biased data distribution that shortens the loss plateau.
+
+  `num_tasks`, `proj_scale` and `bias_fraction` may be traced (per-run values of a group).
   """
   ids_key, examples_key = jax.random.split(key)
   ids_B = sample_task_ids(ids_key, batch_size, num_tasks, unseen)
-  biased_B = jnp.arange(batch_size) < round(bias_fraction * batch_size)
+  biased_B = jnp.arange(batch_size) < jnp.round(jnp.float32(bias_fraction) * batch_size)
   num_features = x_NxD.shape[1]
 
   def one(example_key, task_id, biased):

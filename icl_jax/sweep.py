@@ -1,0 +1,249 @@
+"""Sweeps: an experiment's `sweep(add, arg)` expanded into points, workdirs and groups.
+
+An experiment file may define
+
+    def sweep(add, arg=None):
+      for width in (32, 64):
+        for num_tasks in (2**4, 2**16):
+          add(**{'model.width': width, 'task.num_tasks': num_tasks})
+
+Each `add` call is one point: the experiment's config with those fields overridden (keys
+are dotted config paths). A point's workdir is `<root>/<readable name>-<hash>`, where the
+hash covers every field that a resumed run may not change, so relaunching a sweep finds
+its points again, and changing what a point trains gives it a new directory instead of
+clobbering the old one.
+
+Points that share every static field (shapes, step counts, schedules) and differ only in
+values (`steps.VALUE_FIELDS`: seed, task pool size, optimizer hyperparameters, ...) form a
+group, which `train.train_group` trains as one vmapped program.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+import re
+from typing import Any, Callable, Sequence
+
+import ml_collections
+
+from icl_jax import checkpoint as checkpoint_lib
+from icl_jax import config as config_lib
+from icl_jax import steps
+from icl_jax import train
+from icl_jax.errors import UserError
+
+SWEEP_FILE = 'sweep.json'
+POINT_FILE = 'point.json'
+_MAX_NAME_CHARS = 96  # Readable part of a workdir name; the hash keeps it unique.
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+  name: str  # 'model.width=32,seed=0,task.num_tasks=16'
+  overrides: dict[str, Any]
+  config: ml_collections.ConfigDict
+  workdir: str  # Absolute.
+
+
+# ---------------------------------------------------------------------------------------
+# Experiment files
+# ---------------------------------------------------------------------------------------
+def split_config_arg(config_arg: str) -> tuple[str, str | None]:
+  """'experiments/x.py:a=1,b' -> ('experiments/x.py', 'a=1,b')."""
+  path, _, arg = config_arg.partition(':')
+  return path, (arg or None)
+
+
+def load_module(path: str):
+  if not os.path.isfile(path):
+    raise UserError(f'Config file {path!r} does not exist. Pass --config=path/to/experiment.py'
+                    f'[:args], e.g. experiments/phase_transition_digits.py.')
+  spec = importlib.util.spec_from_file_location(
+      f'icl_jax_experiment_{hashlib.sha1(path.encode()).hexdigest()[:8]}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not callable(getattr(module, 'get_config', None)):
+    raise UserError(f'Config file {path!r} defines no get_config(). An experiment file defines '
+                    f'get_config(arg=None) returning a ConfigDict; see experiments/gpicl_digits.py.')
+  return module
+
+
+def collect(sweep_fn: Callable[..., Any], arg: str | None) -> list[dict[str, Any]]:
+  """The overrides of every `add(**overrides)` call, in call order."""
+  calls = []
+
+  def add(**overrides):
+    calls.append({k.removeprefix('config.'): v for k, v in overrides.items()})
+
+  sweep_fn(add, arg)
+  return calls
+
+
+# ---------------------------------------------------------------------------------------
+# Points
+# ---------------------------------------------------------------------------------------
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any],
+                    where: str) -> ml_collections.ConfigDict:
+  """A copy of `config` with dotted-path overrides; unknown fields and wrong types raise."""
+  config = copy.deepcopy(config)
+  for path, value in overrides.items():
+    *parents, leaf = path.split('.')
+    node = config
+    for key in parents:
+      if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+        raise UserError(f'{where}: the config has no field {path!r}. Use dotted paths of the '
+                        f'schema in README.md, e.g. model.width or task.num_tasks.')
+      node = node[key]
+    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+      raise UserError(f'{where}: the config has no field {path!r}. Use dotted paths of the '
+                      f'schema in README.md, e.g. model.width or task.num_tasks.')
+    try:
+      with node.unlocked():
+        node[leaf] = value
+    except TypeError as e:
+      raise UserError(f'{where}: {path}={value!r} has the wrong type ({e}); the default is '
+                      f'{node[leaf]!r}.') from None
+  return config
+
+
+def point_name(overrides: dict[str, Any]) -> str:
+  return ','.join(f'{k}={_format(v)}' for k, v in overrides.items())
+
+
+def _format(value: Any) -> str:
+  if isinstance(value, float):
+    return f'{value:g}'
+  if isinstance(value, (tuple, list)):
+    return 'x'.join(map(_format, value))
+  return str(value)
+
+
+def workdir_name(name: str, config: ml_collections.ConfigDict) -> str:
+  """Readable name plus a hash of everything a resumed run may not change."""
+  fields = train._flatten(config_lib.to_dict(config))  # pylint: disable=protected-access
+  kept = {k: train._normalize(v) for k, v in fields.items()  # pylint: disable=protected-access
+          if not train.is_resumable(k)}
+  digest = hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:8]
+  readable = re.sub(r'[^A-Za-z0-9.=,_+-]', '_', name.replace('task.', '').replace('model.', ''))
+  readable = readable[:_MAX_NAME_CHARS] or 'point'
+  return f'{readable}-{digest}'
+
+
+def expand(config_arg: str, root: str,
+           cmdline_config: ml_collections.ConfigDict | None = None) -> list[Point]:
+  """Every point of the experiment's sweep, validated, with its workdir under `root`.
+
+  `cmdline_config`: the experiment's config with --config.* overrides already applied
+  (they apply to every point; a point's own overrides win).
+  """
+  path, arg = split_config_arg(config_arg)
+  module = load_module(path)
+  if not callable(getattr(module, 'sweep', None)):
+    raise UserError(f'Config file {path!r} defines no sweep(add, arg=None). Add one that calls '
+                    f'add(**overrides) once per point; see experiments/phase_transition_digits.py.')
+  base = cmdline_config if cmdline_config is not None else module.get_config(arg)
+  calls = collect(module.sweep, arg)
+  if not calls:
+    raise UserError(f'The sweep of {config_arg!r} expands to zero points: its sweep() never '
+                    f'called add(). Check the loops and the experiment arguments.')
+  points, seen = [], {}
+  for i, overrides in enumerate(calls):
+    name = point_name(overrides) or f'point{i}'
+    config = apply_overrides(base, overrides, where=f'Sweep point {i} ({name})')
+    try:
+      config_lib.validate(config)
+    except UserError as e:
+      raise UserError(f'Sweep point {i} ({name}): {e}') from None
+    workdir = os.path.join(os.path.abspath(root), workdir_name(name, config))
+    if workdir in seen:
+      raise UserError(f'Sweep points {seen[workdir]} and {i} ({name}) train the same config '
+                      f'and would share workdir {workdir!r}. Remove the duplicate from '
+                      f'sweep(), or make the points differ (e.g. in seed).')
+    seen[workdir] = i
+    points.append(Point(name, dict(overrides), config, workdir))
+  return points
+
+
+# ---------------------------------------------------------------------------------------
+# Groups and status
+# ---------------------------------------------------------------------------------------
+def static_key(config: ml_collections.ConfigDict) -> str:
+  """What the points of one vmapped group share: every field but steps.VALUE_FIELDS."""
+  fields = train._flatten(config_lib.to_dict(config))  # pylint: disable=protected-access
+  return json.dumps({k: train._normalize(v) for k, v in fields.items()  # pylint: disable=protected-access
+                     if k not in steps.VALUE_FIELDS}, sort_keys=True, default=str)
+
+
+def make_groups(points: Sequence[Point], max_group_size: int | None = None) -> list[list[Point]]:
+  """Points grouped by static_key, in first-appearance order; None: no grouping (size 1)."""
+  if max_group_size is not None and max_group_size < 1:
+    raise UserError(f'--max_group_size must be >= 1, got {max_group_size}.')
+  if max_group_size is None:
+    return [[p] for p in points]
+  by_key: dict[str, list[Point]] = {}
+  for p in points:
+    by_key.setdefault(static_key(p.config), []).append(p)
+  groups = []
+  for members in by_key.values():
+    groups += [members[i:i + max_group_size] for i in range(0, len(members), max_group_size)]
+  return groups
+
+
+def point_status(point: Point) -> str:
+  """'done' (trained to its steps), 'failed', 'running' (has checkpoints) or 'pending'."""
+  status = train.read_status(point.workdir)
+  if status and status['status'] == 'done' and status['step'] >= point.config.train.steps:
+    return 'done'
+  if status and status['status'] == 'failed':
+    return 'failed'
+  if os.path.isdir(checkpoint_lib.directory(point.workdir)):
+    return 'running'
+  return 'pending'
+
+
+def write_json(path: str, obj: Any) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + '.tmp', 'w') as f:
+    json.dump(obj, f, indent=1, default=str)
+  os.replace(path + '.tmp', path)
+
+
+def write_manifest(root: str, config_arg: str, points: Sequence[Point],
+                   groups: Sequence[Sequence[Point]], backend: str) -> None:
+  """`<root>/sweep.json` (points and this launch's groups) and each `<workdir>/point.json`."""
+  root = os.path.abspath(root)
+  for p in points:
+    write_json(os.path.join(p.workdir, POINT_FILE),
+               {'name': p.name, 'overrides': p.overrides, 'config': config_lib.to_dict(p.config)})
+  write_json(os.path.join(root, SWEEP_FILE), {
+      'experiment': split_config_arg(config_arg)[0], 'arg': split_config_arg(config_arg)[1],
+      'backend': backend,
+      'points': [{'name': p.name, 'workdir': os.path.relpath(p.workdir, root),
+                  'overrides': p.overrides} for p in points],
+      'groups': [[os.path.relpath(p.workdir, root) for p in g] for g in groups],
+  })
+
+
+def read_group(root: str, index: int) -> list[Point]:
+  """The points of group `index` of the last launch under `root` (for worker processes)."""
+  try:
+    with open(os.path.join(root, SWEEP_FILE)) as f:
+      manifest = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise UserError(f'Cannot read {os.path.join(root, SWEEP_FILE)} ({e}). Launch the sweep with '
+                    f'python -m launch.sweep --config ... --root {root} first.') from None
+  groups = manifest['groups']
+  if not 0 <= index < len(groups):
+    raise UserError(f'Group {index} does not exist: {root} has groups 0..{len(groups) - 1}.')
+  points = []
+  for rel in groups[index]:
+    workdir = os.path.join(os.path.abspath(root), rel)
+    with open(os.path.join(workdir, POINT_FILE)) as f:
+      p = json.load(f)
+    points.append(Point(p['name'], p['overrides'], config_lib.from_dict(p['config']), workdir))
+  return points

@@ -1,0 +1,306 @@
+r"""Launch a sweep: every point of an experiment's sweep(add, arg), each in its own workdir.
+
+  python -m launch.sweep --config experiments/phase_transition_digits.py --root sweeps/digits
+  python -m launch.sweep --config experiments/x.py:smoke --root DIR --dry_run   # list only
+  python -m icl_jax.report --root sweeps/digits                                 # the figures
+
+Relaunching the same command skips finished points and resumes the others from their
+checkpoints. --config.path=value overrides apply to every point.
+
+Backends (--backend):
+  vmap    (default) points that differ only in values (seed, task.num_tasks, lr, ...; see
+          icl_jax/steps.py VALUE_FIELDS) train as one vmapped program per group, over all
+          devices of all processes (mesh axes run x data); groups run one after another.
+  local   each point alone; --parallel N runs N at once (each sees one GPU via
+          CUDA_VISIBLE_DEVICES on GPU hosts).
+  slurm   one SLURM array task per group through submitit; without sbatch on this host it
+          prints the sbatch script instead, and --slurm_local runs the same array here with
+          submitit's local executor.
+  tpu_vm  runs this command with --backend vmap on every worker of a Cloud TPU VM through
+          launch/tpu_vm.sh (needs --tpu and --zone; prints the command if gcloud is absent).
+
+Every backend runs each group with the worker command
+  python -m launch.sweep --root DIR --only_group I
+whose output goes to <root>/logs/group-<I>.log. A failed group marks its points failed
+(status.json, with the log path) and never stops the other groups.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from icl_jax import main as main_lib
+from icl_jax import sweep as sweep_lib
+from icl_jax.errors import UserError
+
+BACKENDS = ('vmap', 'local', 'slurm', 'tpu_vm')
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_ROOT = flags.DEFINE_string('root', None, 'Directory holding one workdir per point.')
+_BACKEND = flags.DEFINE_enum('backend', 'vmap', BACKENDS, 'How to run the points.')
+_DRY_RUN = flags.DEFINE_bool('dry_run', False, 'List points, groups and status; run nothing.')
+_PARALLEL = flags.DEFINE_integer('parallel', 1, 'local: points run at once.')
+_MAX_GROUP = flags.DEFINE_integer('max_group_size', 64, 'vmap/slurm/tpu_vm: runs per group.')
+_CPU_DEVICES = flags.DEFINE_integer(
+    'cpu_devices', 0, 'On a CPU host, split it into this many XLA devices for each worker '
+    '(the run axis spreads a group over them); 0: leave XLA_FLAGS alone.')
+_ONLY_GROUP = flags.DEFINE_integer('only_group', None, 'Worker mode: train group I of --root.')
+_SLURM_LOCAL = flags.DEFINE_bool('slurm_local', False, 'slurm: run the array with submitit '
+                                 'locally (for testing the path without a cluster).')
+_SLURM_PARTITION = flags.DEFINE_string('slurm_partition', None, 'slurm: partition.')
+_SLURM_GPUS = flags.DEFINE_integer('slurm_gpus_per_node', 1, 'slurm: GPUs per array task.')
+_SLURM_NODES = flags.DEFINE_integer('slurm_nodes', 1, 'slurm: nodes per array task.')
+_SLURM_TIMEOUT = flags.DEFINE_integer('slurm_timeout_min', 240, 'slurm: minutes per task.')
+_SLURM_PARALLELISM = flags.DEFINE_integer('slurm_array_parallelism', 64,
+                                          'slurm: array tasks running at once.')
+_TPU = flags.DEFINE_string('tpu', None, 'tpu_vm: TPU VM name.')
+_ZONE = flags.DEFINE_string('zone', None, 'tpu_vm: its zone.')
+_PROJECT = flags.DEFINE_string('project', None, 'tpu_vm: GCP project (default: gcloud\'s).')
+
+
+# ---------------------------------------------------------------------------------------
+# Worker: one group, in this process
+# ---------------------------------------------------------------------------------------
+def run_group(root: str, index: int) -> int:
+  """Trains group `index` of the last launch under `root`; returns an exit code."""
+  from icl_jax import train  # pylint: disable=g-import-not-at-top
+  points = sweep_lib.read_group(root, index)
+  try:
+    results = train.train_group([p.config for p in points], [p.workdir for p in points])
+  except UserError as e:
+    for p in points:
+      train.write_status(train.RunResult(p.workdir, 0, {}, str(e)))
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  failed = [r for r in results if r.error]
+  for r in failed:
+    print(f'error: {r.workdir}: {r.error}', file=sys.stderr)
+  return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------------------
+# Backends
+# ---------------------------------------------------------------------------------------
+def worker_command(root: str, index: int) -> list[str]:
+  return [sys.executable, '-m', 'launch.sweep', f'--root={root}', f'--only_group={index}']
+
+
+def worker_env(slot: int | None = None) -> dict[str, str]:
+  env = dict(os.environ)
+  env['PYTHONPATH'] = os.pathsep.join(filter(None, [REPO, env.get('PYTHONPATH')]))
+  if _CPU_DEVICES.value:
+    flag = f'--xla_force_host_platform_device_count={_CPU_DEVICES.value}'
+    env['XLA_FLAGS'] = f'{env.get("XLA_FLAGS", "")} {flag}'.strip()
+  if slot is not None:
+    env['CUDA_VISIBLE_DEVICES'] = str(slot)
+  return env
+
+
+def log_path(root: str, index: int) -> str:
+  return os.path.join(root, 'logs', f'group-{index}.log')
+
+
+def run_subprocesses(root: str, groups: list[list[sweep_lib.Point]], parallel: int) -> int:
+  """Runs each group as a worker process, `parallel` at once; returns the failed count."""
+  import tqdm  # pylint: disable=g-import-not-at-top
+  os.makedirs(os.path.join(root, 'logs'), exist_ok=True)
+  queue = list(enumerate(groups))
+  running: dict[int, tuple[subprocess.Popen, int]] = {}  # slot -> (process, group index)
+  failed = 0
+  bar = tqdm.tqdm(total=sum(map(len, groups)), desc='points', unit='pt', dynamic_ncols=True)
+  try:
+    while queue or running:
+      for slot in range(parallel):
+        if slot not in running and queue:
+          index, _ = queue.pop(0)
+          with open(log_path(root, index), 'ab') as log:
+            process = subprocess.Popen(
+                worker_command(root, index), stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                env=worker_env(slot if parallel > 1 else None))
+          running[slot] = (process, index)
+      for slot, (process, index) in list(running.items()):
+        if process.poll() is None:
+          continue
+        del running[slot]
+        failed += report_group(root, groups[index], index, process.returncode)
+        bar.update(len(groups[index]))
+      time.sleep(0.5)
+  except KeyboardInterrupt:
+    for process, _ in running.values():
+      process.terminate()
+    raise
+  finally:
+    bar.close()
+  return failed
+
+
+def report_group(root: str, points: list[sweep_lib.Point], index: int, returncode: int,
+                 log: str | None = None) -> int:
+  """Prints one line per failed point (with its log) and records the log in its status."""
+  from icl_jax import train  # pylint: disable=g-import-not-at-top
+  log = str(log or log_path(root, index))
+  failed = 0
+  for p in points:
+    status = train.read_status(p.workdir)
+    if returncode == 0 and (status is None or status['status'] == 'done'):
+      continue  # Done; without a status, another host's process 0 writes it.
+    if status is None or status['status'] == 'done':  # Crashed before or after its status.
+      status = {'status': 'failed', 'step': 0, 'summary': {},
+                'error': f'worker exited with code {returncode} before finishing'}
+    status['log'] = log
+    sweep_lib.write_json(os.path.join(p.workdir, train.STATUS_FILE), status)
+    print(f'FAILED {p.name}: {status["error"]} (log: {log})', file=sys.stderr)
+    failed += 1
+  return failed
+
+
+def launch_slurm(root: str, groups: list[list[sweep_lib.Point]]) -> int:
+  """One array task per group, submitted (or run here, or printed) through submitit."""
+  import submitit  # pylint: disable=g-import-not-at-top
+  folder = os.path.join(root, 'slurm', '%j')
+  indices = list(range(len(groups)))
+  if _SLURM_LOCAL.value:
+    executor = submitit.AutoExecutor(folder=folder, cluster='local')
+    executor.update_parameters(timeout_min=_SLURM_TIMEOUT.value)
+  elif shutil.which('sbatch') is None:
+    from submitit.slurm import slurm  # pylint: disable=g-import-not-at-top
+    print(slurm._make_sbatch_string(  # pylint: disable=protected-access
+        f'python -u -m submitit.core._submit {shlex.quote(folder)}', folder, job_name='icl_jax',
+        time=_SLURM_TIMEOUT.value, nodes=_SLURM_NODES.value, ntasks_per_node=1,
+        gpus_per_node=_SLURM_GPUS.value, partition=_SLURM_PARTITION.value,
+        array_parallelism=_SLURM_PARALLELISM.value, map_count=len(groups)))
+    print(f'# sbatch is not on this host: above is the array script submitit submits from a '
+          f'SLURM login node (one task per group, {len(groups)} groups). Run this command '
+          f'there, or add --slurm_local to run the same array here.', file=sys.stderr)
+    return 0
+  else:
+    executor = submitit.AutoExecutor(folder=folder, cluster='slurm')
+    executor.update_parameters(
+        name='icl_jax', timeout_min=_SLURM_TIMEOUT.value, nodes=_SLURM_NODES.value,
+        tasks_per_node=1, gpus_per_node=_SLURM_GPUS.value,
+        slurm_array_parallelism=_SLURM_PARALLELISM.value,
+        **({'slurm_partition': _SLURM_PARTITION.value} if _SLURM_PARTITION.value else {}))
+  jobs = executor.map_array(slurm_task, [root] * len(indices), indices)
+  print(f'submitted {len(jobs)} array tasks; their logs go to {os.path.join(root, "slurm")}',
+        file=sys.stderr)
+  if not _SLURM_LOCAL.value:
+    return 0  # The cluster runs them; relaunch later to see what finished.
+  failed = 0
+  for index, job in zip(indices, jobs):
+    try:
+      code = job.result()
+    except Exception as e:  # pylint: disable=broad-except
+      code = f'{type(e).__name__}: {str(e).splitlines()[-1] if str(e) else ""}'
+    if code:
+      failed += report_group(root, groups[index], index, 1, log=job.paths.stderr)
+  return failed
+
+
+def slurm_task(root: str, index: int) -> int:
+  """What one array task runs (pickled by submitit): the group, with jax.distributed on
+  multi-node tasks (JAX reads the SLURM environment itself)."""
+  if int(os.environ.get('SLURM_NTASKS', '1')) > 1:
+    os.environ['ICL_JAX_DISTRIBUTED'] = '1'
+  main_lib.initialize_distributed()
+  return run_group(root, index)
+
+
+def tpu_vm_command(argv: list[str]) -> list[str]:
+  """This launch, rerun with --backend vmap on every TPU VM worker by launch/tpu_vm.sh."""
+  if not (_TPU.value and _ZONE.value):
+    raise UserError('--backend tpu_vm needs --tpu NAME and --zone ZONE (and optionally '
+                    '--project) of the TPU VM.')
+  inner, skip_value = [], False
+  for a in argv[1:]:
+    if skip_value:
+      skip_value = False
+      continue
+    name = a.split('=', 1)[0]
+    if name in ('--backend', '--tpu', '--zone', '--project'):
+      skip_value = '=' not in a  # `--tpu NAME`: its value is the next word.
+      continue
+    inner.append(a)
+  command = ['python', '-m', 'launch.sweep', '--backend=vmap'] + inner
+  script = os.path.join(REPO, 'launch', 'tpu_vm.sh')
+  return (['bash', script, f'--tpu={_TPU.value}', f'--zone={_ZONE.value}'] +
+          ([f'--project={_PROJECT.value}'] if _PROJECT.value else []) + ['--'] + command)
+
+
+# ---------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------
+def launch(argv: list[str]) -> int:
+  root = os.path.abspath(_ROOT.value)
+  config_arg = main_lib.config_arg(argv)
+  if config_arg is None:
+    raise UserError('--config is missing. Pass --config=path/to/experiment.py[:args], e.g. '
+                    'experiments/phase_transition_digits.py.')
+  if _BACKEND.value == 'tpu_vm':
+    command = tpu_vm_command(argv)
+    if _DRY_RUN.value or shutil.which('gcloud') is None:
+      print(shlex.join(command))
+      if not _DRY_RUN.value:
+        print('# gcloud is not on this host: run the command above where it is.', file=sys.stderr)
+      return 0
+    return subprocess.call(command)
+
+  points = sweep_lib.expand(config_arg, root, main_lib.CONFIG.value)
+  status = {p.workdir: sweep_lib.point_status(p) for p in points}
+  todo = [p for p in points if status[p.workdir] != 'done']
+  grouped = _BACKEND.value != 'local'
+  groups = sweep_lib.make_groups(todo, _MAX_GROUP.value if grouped else None)
+  counts = {s: list(status.values()).count(s) for s in ('done', 'failed', 'running', 'pending')}
+  print(f'{len(points)} points in {root}: ' + ', '.join(f'{n} {s}' for s, n in counts.items()) +
+        f'; {len(todo)} to run in {len(groups)} group(s) ({_BACKEND.value})', file=sys.stderr)
+  if _DRY_RUN.value:
+    for i, group in enumerate(groups):
+      print(f'group {i} ({len(group)} runs):')
+      for p in group:
+        print(f'  [{status[p.workdir]}] {p.name}  ->  {p.workdir}')
+    for p in points:
+      if status[p.workdir] == 'done':
+        print(f'[done] {p.name}  ->  {p.workdir}')
+    return 0
+  sweep_lib.write_manifest(root, config_arg, points, groups, _BACKEND.value)
+  if not groups:
+    print('Nothing to run: every point is done. Draw the figures with '
+          f'python -m icl_jax.report --root {root}', file=sys.stderr)
+    return 0
+  if _BACKEND.value == 'slurm':
+    failed = launch_slurm(root, groups)
+    if not _SLURM_LOCAL.value:
+      return 0  # Submitted or printed: the points finish later, elsewhere.
+  else:
+    failed = run_subprocesses(root, groups, _PARALLEL.value if not grouped else 1)
+  done = sum(sweep_lib.point_status(p) == 'done' for p in points)
+  print(f'{done}/{len(points)} points done, {failed} failed. Figures: '
+        f'python -m icl_jax.report --root {root}', file=sys.stderr)
+  return 1 if failed else 0
+
+
+def main(argv):
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+  try:
+    if _ROOT.value is None:
+      raise UserError('--root is missing: pass the directory for the sweep\'s workdirs.')
+    if _ONLY_GROUP.value is not None:
+      main_lib.initialize_distributed()
+      sys.exit(run_group(os.path.abspath(_ROOT.value), _ONLY_GROUP.value))
+    sys.exit(launch(sys.argv))
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=main_lib.parse_flags_optional_config)

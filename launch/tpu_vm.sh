@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs one command on every worker of a Cloud TPU VM (a pod slice is several hosts), in a
+# venv bootstrapped on each worker, with JAX's multi-controller runtime switched on.
+#
+#   launch/tpu_vm.sh --tpu NAME --zone ZONE [--project P] -- python -m launch.sweep \
+#       --config experiments/phase_transition_mnist.py --root /mnt/shared/sweeps/mnist
+#
+# Steps: (1) pack this checkout's tracked files and copy them to every worker
+# (~/icl_jax, override with ICL_JAX_REMOTE_DIR); (2) on each worker, create .venv and
+# `pip install -e .[tpu]` once (a stamp file skips it next time, unless pyproject.toml
+# changed); (3) run the command there with ICL_JAX_DISTRIBUTED=1: jax.distributed finds
+# the other workers itself on Cloud TPU. --root / --workdir must be a filesystem every
+# worker sees at the same path (Filestore/NFS, or a gcsfuse mount).
+set -euo pipefail
+
+usage() { sed -n '2,13p' "$0" >&2; exit 2; }
+
+TPU="" ZONE="" PROJECT=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --tpu=*) TPU="${1#*=}" ;;
+    --tpu) TPU="${2:?--tpu needs a value}"; shift ;;
+    --zone=*) ZONE="${1#*=}" ;;
+    --zone) ZONE="${2:?--zone needs a value}"; shift ;;
+    --project=*) PROJECT="${1#*=}" ;;
+    --project) PROJECT="${2:?--project needs a value}"; shift ;;
+    --) shift; break ;;
+    *) echo "error: unknown argument '$1' (the command goes after --)" >&2; usage ;;
+  esac
+  shift
+done
+[[ -n "$TPU" && -n "$ZONE" && $# -gt 0 ]] || usage
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REMOTE_DIR="${ICL_JAX_REMOTE_DIR:-icl_jax}"
+GCLOUD=(gcloud compute tpus tpu-vm)
+TARGET=("$TPU" --zone="$ZONE" --worker=all)
+[[ -n "$PROJECT" ]] && TARGET+=(--project="$PROJECT")
+
+# (1) Ship the code: tracked files of this checkout, including uncommitted edits.
+ARCHIVE="$(mktemp -d)/icl_jax.tar.gz"
+(cd "$REPO" && git ls-files -z | tar --null -czf "$ARCHIVE" -T -)
+"${GCLOUD[@]}" scp "${TARGET[@]}" "$ARCHIVE" "$TPU:~/icl_jax.tar.gz"
+
+# (2) + (3): unpack, bootstrap the venv once, run.
+COMMAND="$(printf '%q ' "$@")"
+REMOTE="set -euo pipefail
+mkdir -p ~/$REMOTE_DIR && tar -xzf ~/icl_jax.tar.gz -C ~/$REMOTE_DIR && cd ~/$REMOTE_DIR
+if ! cmp -s pyproject.toml .venv/.installed; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --upgrade pip
+  .venv/bin/pip install --quiet -e '.[tpu]'
+  cp pyproject.toml .venv/.installed
+fi
+export ICL_JAX_DISTRIBUTED=1 PATH=\"\$PWD/.venv/bin:\$PATH\"
+$COMMAND"
+"${GCLOUD[@]}" ssh "${TARGET[@]}" --command="$REMOTE"

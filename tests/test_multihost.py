@@ -1,0 +1,152 @@
+"""Multi-host on loopback: 2 processes of 4 CPU devices train what 1 process of 8 does.
+
+Both runs are `python -m icl_jax.main` subprocesses of one tiny config, started together.
+The 2-process run gets an empty TFDS data dir of its own, so its processes also meet the
+preparation of the embedded dataset (process 0 prepares it, the other waits for it: see
+icl_jax/data/loading.py).
+"""
+
+import glob
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from icl_jax import metrics as metrics_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, 'scripts'))
+import fault_check  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+STEPS = 20
+CHECKPOINT_EVERY = 10
+LOG_EVERY = 5
+TIMEOUT_S = 300  # All three processes together: ~70 s on 2 busy CPU cores.
+# Once a process fails, its peer would wait for it in a collective for minutes.
+GRACE_S = 15
+TAIL_CHARS = 3000
+
+FLAGS = (
+    '--config=experiments/gpicl_digits.py:smoke',
+    f'--config.train.steps={STEPS}',
+    f'--config.train.checkpoint_every_steps={CHECKPOINT_EVERY}',
+    f'--config.train.log_every_steps={LOG_EVERY}',
+    '--config.eval.num_episodes=8',
+    # The gradient of the attention's key bias is zero in exact arithmetic (softmax
+    # ignores a shift shared by all keys), so it is pure rounding noise, which Adam with
+    # a tiny eps scales up to lr-sized steps: those parameters would then differ by ~lr
+    # between any two summation orders. A larger eps leaves them still.
+    '--config.train.eps=1e-3',
+)
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def subprocess_env(num_devices: int, **extra: str) -> dict[str, str]:
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('ICL_JAX_DISTRIBUTED', 'JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES',
+                      'JAX_PROCESS_ID')}
+  env.update({
+      'JAX_PLATFORMS': 'cpu',
+      # LLVM's optimisation passes take most of the compile time of these tiny programs;
+      # both runs skip them alike.
+      'XLA_FLAGS': (f'--xla_force_host_platform_device_count={num_devices} '
+                    '--xla_backend_optimization_level=0'),
+      'TF_CPP_MIN_LOG_LEVEL': '3',
+      **extra,
+  })
+  return env
+
+
+class Run:
+  """One `icl_jax.main` subprocess, its output in files (a pipe could fill and block it)."""
+
+  def __init__(self, name: str, workdir: str, data_dir: str, env: dict[str, str],
+               logs: str):
+    self.name = name
+    self.stderr_path = os.path.join(logs, f'{name}.stderr')
+    command = [sys.executable, '-m', 'icl_jax.main', *FLAGS, f'--workdir={workdir}',
+               f'--config.data.data_dir={data_dir}']
+    with open(os.path.join(logs, f'{name}.stdout'), 'w') as out, \
+         open(self.stderr_path, 'w') as err:  # The child keeps its own descriptors.
+      self.proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=err)
+    self.killed = False
+
+  def report(self) -> str:
+    status = ('killed (timeout, or a peer failed)' if self.killed
+              else f'exit {self.proc.returncode}')
+    with open(self.stderr_path, errors='replace') as f:
+      tail = f.read()[-TAIL_CHARS:]
+    return f'--- {self.name}: {status}; stderr tail:\n{tail}'
+
+
+def wait_all(runs: list[Run], timeout_s: float) -> None:
+  """Waits for every run; kills the rest at the deadline, or GRACE_S after a failure."""
+  deadline = time.monotonic() + timeout_s
+  while any(r.proc.poll() is None for r in runs):
+    if any(r.proc.returncode for r in runs):  # None (running) and 0 are falsy.
+      deadline = min(deadline, time.monotonic() + GRACE_S)
+    if time.monotonic() > deadline:
+      for r in runs:
+        if r.proc.poll() is None:
+          r.proc.kill()
+          r.proc.wait()
+          r.killed = True
+      return
+    time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_two_processes_train_what_one_process_trains(data_dir, tmp_path):
+  logs = str(tmp_path / 'logs')
+  os.makedirs(logs)
+  multi_workdir, single_workdir = str(tmp_path / 'multi'), str(tmp_path / 'single')
+  empty_data_dir = str(tmp_path / 'tfds_empty')
+  os.makedirs(empty_data_dir)
+  address = f'127.0.0.1:{free_port()}'
+  runs = [
+      Run(f'process_{i}', multi_workdir, empty_data_dir,
+          subprocess_env(4, ICL_JAX_DISTRIBUTED='1', JAX_COORDINATOR_ADDRESS=address,
+                         JAX_NUM_PROCESSES='2', JAX_PROCESS_ID=str(i)), logs)
+      for i in range(2)]
+  # Concurrently: on 2 cores the pair spends much of its time waiting on each other.
+  runs.append(Run('single_process', single_workdir, data_dir, subprocess_env(8), logs))
+  wait_all(runs, TIMEOUT_S)
+  report = '\n'.join(r.report() for r in runs)
+  assert all(r.proc.returncode == 0 for r in runs), report
+
+  # Process 0 alone writes the log: one file, every record once.
+  logs_written = glob.glob(os.path.join(multi_workdir, '**', 'metrics*.jsonl*'),
+                           recursive=True)
+  assert logs_written == [os.path.join(multi_workdir, metrics_lib.METRICS_FILE)], report
+  multi, single = metrics_lib.read(multi_workdir), metrics_lib.read(single_workdir)
+  train_steps = list(range(LOG_EVERY, STEPS + 1, LOG_EVERY))
+  assert [r['step'] for r in multi if 'train/loss' in r] == train_steps, report
+  assert [r['step'] for r in multi] == [r['step'] for r in single], report
+  # Not bit-exact: the gradient's all-reduce across processes (gloo) adds the devices'
+  # partial sums in another order than XLA's in-process all-reduce; float32 rounding then
+  # differs in the last bits (~1e-8 relative here).
+  np.testing.assert_allclose([r['train/loss'] for r in multi if 'train/loss' in r],
+                             [r['train/loss'] for r in single if 'train/loss' in r],
+                             rtol=1e-5, err_msg=report)
+
+  # The checkpoint the two processes wrote together restores in one process.
+  for workdir in (multi_workdir, single_workdir):
+    assert fault_check.complete_steps(workdir) == [CHECKPOINT_EVERY, STEPS], report
+  multi_step, multi_params = fault_check.final_params(multi_workdir)
+  single_step, single_params = fault_check.final_params(single_workdir)
+  assert multi_step == single_step == STEPS
+  assert jax.tree.structure(multi_params) == jax.tree.structure(single_params)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(multi_params),
+                          jax.tree.leaves(single_params)):
+    # atol: entries near 0 differ by a few float32 ulps of the larger ones.
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path))

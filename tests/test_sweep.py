@@ -1,0 +1,255 @@
+"""Sweeps: points and workdirs, groups, a vmapped group equal to its runs one by one, and the
+launcher killed mid-way and relaunched (through the SLURM path's local executor)."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from icl_jax import checkpoint as checkpoint_lib
+from icl_jax import evaluate
+from icl_jax import metrics as metrics_lib
+from icl_jax import steps
+from icl_jax import sweep
+from icl_jax import train
+from icl_jax.errors import UserError
+from helpers import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENT = os.path.join(REPO, 'tests', 'experiments', 'tiny_sweep.py')
+NAMES = ['model.width=8,task.num_tasks=2', 'model.width=8,task.num_tasks=-1',
+         'model.width=16,task.num_tasks=2', 'model.width=16,task.num_tasks=-1']
+
+
+# ---------------------------------------------------------------------------------------
+# Points, workdirs, groups
+# ---------------------------------------------------------------------------------------
+def test_points_have_stable_workdirs_and_group_by_shape(tmp_path):
+  points = sweep.expand(EXPERIMENT, str(tmp_path))
+  assert [p.name for p in points] == NAMES
+  assert [p.config.model.width for p in points] == [8, 8, 16, 16]
+  assert [p.config.task.num_tasks for p in points] == [2, -1, 2, -1]
+  assert len({p.workdir for p in points}) == 4
+  assert all(os.path.dirname(p.workdir) == str(tmp_path) for p in points)
+  assert os.path.basename(points[0].workdir).startswith('width=8,num_tasks=2-')
+  # Relaunching finds the same workdirs; so does a longer run (resumable), not a new shape.
+  assert [p.workdir for p in sweep.expand(EXPERIMENT, str(tmp_path))] == [
+      p.workdir for p in points]
+  longer = sweep.expand(EXPERIMENT + ':steps=50', str(tmp_path))
+  assert [p.workdir for p in longer] == [p.workdir for p in points]
+  other = sweep.expand(EXPERIMENT + ':widths=8+32', str(tmp_path))
+  assert other[0].workdir == points[0].workdir and other[2].workdir != points[2].workdir
+
+  groups = sweep.make_groups(points, max_group_size=64)
+  assert [[p.name for p in g] for g in groups] == [NAMES[:2], NAMES[2:]]
+  assert [len(g) for g in sweep.make_groups(points, max_group_size=1)] == [1, 1, 1, 1]
+  assert [len(g) for g in sweep.make_groups(points, None)] == [1, 1, 1, 1]
+
+
+def _experiment(tmp_path, body):
+  path = tmp_path / 'exp.py'
+  path.write_text('from icl_jax import config as config_lib\n'
+                  'def get_config(arg=None):\n  return config_lib.base_config()\n'
+                  f'def sweep(add, arg=None):\n  {body}\n')
+  return str(path)
+
+
+@pytest.mark.parametrize('config_arg, match', [
+    (EXPERIMENT + ':empty', r'expands to zero points: its sweep\(\) never called add\(\)'),
+    (EXPERIMENT + ':duplicate', r'Sweep points 0 and 4 .* would share workdir .* Remove the '
+                                r'duplicate'),
+    ('no/such/experiment.py', r"'no/such/experiment.py' does not exist"),
+    (os.path.join(REPO, 'experiments', 'gpicl_digits.py'), r'defines no sweep\(add, arg=None\)'),
+    ('BODY:add(**{"model.widht": 3})', r"Sweep point 0 .*no field 'model.widht'"),
+    ('BODY:add(**{"model.width": "wide"})', r'Sweep point 0 .*model.width=.wide. has the wrong '
+                                            r'type'),
+    ('BODY:add(**{"task.num_tasks": 0})', r'Sweep point 0 \(task.num_tasks=0\): config.task.'
+                                          r'num_tasks must be an integer >= 1'),
+])
+def test_bad_sweeps_are_refused_clearly(tmp_path, config_arg, match):
+  if config_arg.startswith('BODY:'):
+    config_arg = _experiment(tmp_path, config_arg[len('BODY:'):])
+  with pytest.raises(UserError, match=match):
+    sweep.expand(config_arg, str(tmp_path / 'root'))
+  assert not os.path.exists(tmp_path / 'root')  # Nothing written.
+
+
+def test_runs_that_differ_in_shape_cannot_share_a_group(data_dir, tmp_path):
+  a, b = tiny_config(data_dir), tiny_config(data_dir, model__width=32)
+  with pytest.raises(UserError, match=r'differ in model.width; only seed, task.num_tasks'):
+    train.train_group([a, b], [str(tmp_path / 'a'), str(tmp_path / 'b')])
+
+
+# ---------------------------------------------------------------------------------------
+# A vmapped group equals its runs one by one
+# ---------------------------------------------------------------------------------------
+VARIANTS = [  # Values a group may vary; the last run diverges on purpose.
+    dict(seed=0),
+    dict(seed=1, task__num_tasks=-1),
+    dict(seed=0, train__lr=1e-3, task__bias_fraction=0.5, train__eps=1e-6),
+    dict(seed=2, train__lr=1e30),
+]
+
+
+def _config(data_dir, variant):
+  seed = variant.get('seed', 0)
+  config = tiny_config(data_dir, train__steps=12, train__checkpoint_every_steps=6,
+                       train__log_every_steps=1,
+                       **{k: v for k, v in variant.items() if k != 'seed'})
+  config.seed = seed
+  config.mesh.data = 2  # The same data axis alone and in the group: only vmap differs.
+  return config
+
+
+def _params(workdir, config):
+  ckpt = checkpoint_lib.Checkpointer(workdir, read_only=True)
+  train_ds, _ = train.load_splits(config)
+  spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
+  mesh = jax.make_mesh((1,), ('data',))
+  state = train.restore_state(config, spec, ckpt, None, mesh)
+  ckpt.close()
+  return jax.device_get(state['params'])
+
+
+def _losses(workdir):
+  return [r['train/loss'] for r in metrics_lib.read(workdir) if 'train/loss' in r]
+
+
+def test_vmapped_group_equals_runs_one_by_one(data_dir, tmp_path):
+  configs = [_config(data_dir, v) for v in VARIANTS]
+  group_dirs = [str(tmp_path / f'group{i}') for i in range(len(configs))]
+  results = train.train_group(configs, group_dirs)  # 4 runs: mesh run=4 x data=2.
+
+  diverged = results[-1]
+  assert diverged.error and 'Training diverged at step' in diverged.error
+  status = train.read_status(group_dirs[-1])
+  assert status['status'] == 'failed' and 'diverged' in status['error']
+  assert checkpoint_lib.Checkpointer(group_dirs[-1], read_only=True).latest_step() is None
+
+  for i, (config, group_dir) in enumerate(zip(configs[:-1], group_dirs[:-1])):
+    assert results[i].error is None and results[i].step == 12
+    assert train.read_status(group_dir)['status'] == 'done'
+    alone_dir = str(tmp_path / f'alone{i}')
+    summary = train.train_and_evaluate(config, alone_dir)
+    # vmap batches each matmul over the run axis; XLA may then sum in another order, so
+    # equality is up to float32 rounding, not bitwise.
+    np.testing.assert_allclose(_losses(group_dir), _losses(alone_dir), rtol=1e-5)
+    assert len(_losses(group_dir)) == 12
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                 _params(group_dir, config), _params(alone_dir, config))
+    for key, value in summary.items():  # Same evaluation episodes: same accuracies.
+      assert results[i].summary[key] == pytest.approx(value, abs=1 / 16), key
+  # The runs really differ (different seeds, pools and learning rates).
+  assert _losses(group_dirs[0])[-1] != _losses(group_dirs[1])[-1]
+
+  # A group member's workdir is an ordinary run: the evaluation CLI's path restores it.
+  report = evaluate.evaluate_workdir(group_dirs[1], num_episodes=8, baseline_names=[],
+                                     out=str(tmp_path / 'eval'))
+  assert report['step'] == 12
+  assert report['config']['task']['num_tasks'] == -1 and report['config']['seed'] == 1
+
+
+# ---------------------------------------------------------------------------------------
+# The launcher end to end: kill it mid-sweep, relaunch, report
+# ---------------------------------------------------------------------------------------
+def _launch(root, data_dir, *args, env=None):
+  return [sys.executable, '-m', 'launch.sweep', f'--config={EXPERIMENT}', f'--root={root}',
+          f'--config.data.data_dir={data_dir}', *args]
+
+
+def _env(tmp_path):
+  env = dict(os.environ)
+  env['JAX_COMPILATION_CACHE_DIR'] = str(tmp_path / 'jax_cache')  # Restarts reuse compiles.
+  env['XLA_FLAGS'] = ''  # One CPU device per worker, as on a plain host.
+  return env
+
+
+@pytest.mark.slow
+def test_killed_sweep_relaunches_without_redoing_finished_points(data_dir, tmp_path):
+  root, env = str(tmp_path / 'sweep'), _env(tmp_path)
+  points = sweep.expand(EXPERIMENT, root)
+  first_group = [p for p in points if p.config.model.width == 8]
+
+  launcher = subprocess.Popen(_launch(root, data_dir), cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+  deadline = time.time() + 240
+  while not all(sweep.point_status(p) == 'done' for p in first_group):
+    assert launcher.poll() is None, launcher.stdout.read().decode()[-3000:]
+    assert time.time() < deadline, 'the first group did not finish in time'
+    time.sleep(0.2)
+  os.killpg(launcher.pid, signal.SIGKILL)  # The launcher and its worker, mid-sweep.
+  launcher.wait()
+  finished = {p.workdir: _fingerprint(p.workdir) for p in first_group}
+
+  # Relaunch through the SLURM backend's array (submitit's local executor here).
+  out = subprocess.run(_launch(root, data_dir, '--backend=slurm', '--slurm_local'), cwd=REPO,
+                       env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert '4 points in' in out.stderr and '2 done' in out.stderr, out.stderr
+  assert '2 to run in 1 group(s)' in out.stderr, out.stderr
+  assert all(sweep.point_status(p) == 'done' for p in points)
+  for p in first_group:  # Not retrained: untouched logs and checkpoints.
+    assert _fingerprint(p.workdir) == finished[p.workdir], p.name
+
+  again = subprocess.run(_launch(root, data_dir), cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=120)
+  assert again.returncode == 0 and 'Nothing to run: every point is done' in again.stderr
+
+  shown = subprocess.run([sys.executable, '-m', 'icl_jax.report', f'--root={root}'], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=120)
+  assert shown.returncode == 0, shown.stderr[-3000:]
+  with open(os.path.join(root, 'summary.csv')) as f:
+    rows = list(csv.DictReader(f))
+  assert sorted(r['name'] for r in rows) == sorted(NAMES)
+  assert {r['status'] for r in rows} == {'done'}
+  assert os.path.exists(os.path.join(root, 'phase_diagram.png'))
+
+
+def _fingerprint(workdir):
+  """What retraining would change: the metrics log and the checkpoint steps."""
+  with open(os.path.join(workdir, metrics_lib.METRICS_FILE)) as f:
+    metrics = f.read()
+  return metrics, sorted(os.listdir(checkpoint_lib.directory(workdir))), os.path.getmtime(
+      os.path.join(workdir, train.STATUS_FILE))
+
+
+def test_slurm_without_sbatch_prints_the_array_script(data_dir, tmp_path):
+  out = subprocess.run(_launch(str(tmp_path / 'r'), data_dir, '--backend=slurm'), cwd=REPO,
+                       env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert '#SBATCH --array=0-1%2' in out.stdout  # One task per group of the 2 widths.
+  assert 'submitit.core._submit' in out.stdout and 'sbatch is not on this host' in out.stderr
+  with open(os.path.join(tmp_path, 'r', sweep.SWEEP_FILE)) as f:
+    assert len(json.load(f)['groups']) == 2
+
+
+def test_tpu_vm_runs_the_vmap_sweep_on_every_worker(data_dir, tmp_path):
+  """launch/tpu_vm.sh against a stand-in gcloud that records what it is asked to do."""
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  calls = tmp_path / 'calls'
+  gcloud = bin_dir / 'gcloud'
+  gcloud.write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" >> {calls}\necho "---" >> {calls}\n')
+  gcloud.chmod(0o755)
+  env = _env(tmp_path)
+  env['PATH'] = f'{bin_dir}{os.pathsep}{env["PATH"]}'
+  out = subprocess.run(_launch('/shared/sweep', data_dir, '--backend=tpu_vm', '--tpu', 'my-tpu',
+                               '--zone=us-central2-b'),
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-3000:]
+  scp, ssh = calls.read_text().split('---\n')[:2]
+  assert scp.splitlines()[:4] == ['compute', 'tpus', 'tpu-vm', 'scp']
+  assert '--worker=all' in scp and 'my-tpu' in scp and '--zone=us-central2-b' in scp
+  assert ssh.splitlines()[:4] == ['compute', 'tpus', 'tpu-vm', 'ssh'] and '--worker=all' in ssh
+  remote = ssh.split('--command=', 1)[1]
+  assert "pip install --quiet -e '.[tpu]'" in remote and 'ICL_JAX_DISTRIBUTED=1' in remote
+  assert 'launch.sweep --backend=vmap' in remote and '--root=/shared/sweep' in remote
+  assert 'my-tpu' not in remote.split('launch.sweep', 1)[1]  # --tpu and its value dropped.
