@@ -236,13 +236,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
     _require(_is_int(value) and (value >= 1 or value == -1),
              f'config.mesh.{axis} must be a device count >= 1, or -1 to fill it; got {value!r}.')
   if num_devices is not None:
-    from icl_jax import sharding  # pylint: disable=g-import-not-at-top
     for axis in ('data', 'run'):
       value = config.mesh.get(axis, -1)
       _require(value <= num_devices,
                f'config.mesh.{axis}={value} asks for more devices than the {num_devices} '
                f'available; use -1 for all of them.')
-    run, data = sharding.mesh_shape(config.mesh, num_devices, num_runs)
+    run, data = mesh_shape(config.mesh, num_devices, num_runs)
     _require(run * data <= num_devices,
              f'config.mesh asks for run={run} x data={data} devices but {num_devices} are '
              f'available; use -1 to fill an axis with what is left.')
@@ -252,6 +251,35 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
     _require(tr.batch_size % data == 0,
              f'config.train.batch_size={tr.batch_size} is not divisible by the {data} '
              f'devices of the data axis; use a multiple of {data}.')
+
+
+def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int,
+               num_runs: int = 1) -> tuple[int, int]:
+  """(run, data) device counts; -1 fills an axis with what is left.
+
+  A free run axis takes the largest device count that divides both the group and the
+  devices the data axis leaves: runs never straddle devices unevenly.
+  """
+  data = mesh_config.data
+  run = mesh_config.get('run', -1)
+  if run == -1:
+    room = num_devices // data if data != -1 else num_devices
+    run = math.gcd(num_runs, max(room, 1))
+  if data == -1:
+    data = max(num_devices // run, 1)
+  return run, data
+
+
+def flatten(config: ml_collections.ConfigDict | dict, prefix: str = '') -> dict[str, Any]:
+  """{'model.width': 64, ...}; tuples become lists, so stored (JSON) and live configs compare."""
+  out = {}
+  items = config.items() if isinstance(config, dict) else to_dict(config).items()
+  for k, v in items:
+    if isinstance(v, dict):
+      out.update(flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = list(v) if isinstance(v, tuple) else v
+  return out
 
 
 def to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:

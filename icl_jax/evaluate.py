@@ -114,7 +114,7 @@ class Evaluator:
   def __init__(self, config: ml_collections.ConfigDict, spec: steps.Spec,
                mesh: jax.sharding.Mesh, sets: Sequence[EvalSet], num_episodes: int,
                baselines: Mapping[str, Callable[..., jax.Array]] | None = None):
-    n = mesh.devices.size
+    n = mesh.shape[sharding.DATA]  # Episodes split over `data`; any `run` axis replicates.
     chunk = min(_round_up(num_episodes, n), _round_up(MAX_CHUNK, n))
     self.config, self.spec, self.sets = config, spec, list(sets)
     self.chunk, self.num_chunks = chunk, math.ceil(num_episodes / chunk)
@@ -262,7 +262,7 @@ def restore(workdir: str, step: int | None = None, mesh: jax.sharding.Mesh | Non
                     f'{", ".join(map(str, sorted(available)))}.')
   else:
     config = ckpt.restore_config(step)
-  config.mesh.data = -1  # Whatever devices exist now.
+  config.mesh.data = config.mesh.run = -1  # Whatever devices exist now.
   mesh = mesh or sharding.make_mesh(config.mesh)
   return config, ckpt, step, mesh
 

@@ -33,11 +33,11 @@ from icl_jax import config as config_lib
 from icl_jax import diagnose
 from icl_jax import metrics as metrics_lib
 from icl_jax.errors import UserError
+from icl_jax.sweep import POINT_FILE
+from icl_jax.sweep import SWEEP_FILE
+from icl_jax.train import STATUS_FILE
 
-SWEEP_FILE = 'sweep.json'
-POINT_FILE = 'point.json'
-STATUS_FILE = 'status.json'
-LOG_FILE = 'log.txt'
+LOG_FILE = 'log.txt'  # A point's own log, if it has one (the launcher's is in status.json).
 CSV_FILE = 'summary.csv'
 PHASE_DIAGRAM, UNSEEN_VS_TASKS, PLATEAU = 'phase_diagram.png', 'unseen_vs_tasks.png', 'plateau.png'
 
@@ -172,6 +172,9 @@ def _apply_status(point: Point, status: Mapping[str, Any] | None,
     point.state = FAILED
     point.error = f'status.json has unknown status {state!r}'
   point.step = _int_or_none(status.get('step'))
+  target = _int_or_none(point.config.get('train', {}).get('steps'))
+  if point.state == DONE and point.step is not None and target and point.step < target:
+    point.state = RUNNING  # Done at fewer steps than it is now set to train (resumable).
   point.num_params = _int_or_none(status.get('num_params'))
   point.num_classes = _int_or_none(status.get('num_classes'))
   point.seconds = _float_or_none(status.get('seconds'))

@@ -8,8 +8,6 @@ is the fast choice. A single run is a group of one: run axis 1, data axis all de
 
 from __future__ import annotations
 
-import math
-
 import jax
 import ml_collections
 import numpy as np
@@ -18,30 +16,15 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from icl_jax import config as config_lib
+
 RUN, DATA = 'run', 'data'
-
-
-def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int,
-               num_runs: int = 1) -> tuple[int, int]:
-  """(run, data) device counts; -1 fills an axis with what is left.
-
-  A free run axis takes the largest device count that divides both the group and the
-  devices (the data axis is set or free): runs never straddle devices unevenly.
-  """
-  data = mesh_config.data
-  run = mesh_config.get('run', -1)
-  if run == -1:
-    room = num_devices // data if data != -1 else num_devices
-    run = math.gcd(num_runs, max(room, 1))
-  if data == -1:
-    data = max(num_devices // run, 1)
-  return run, data
 
 
 def make_mesh(mesh_config: ml_collections.ConfigDict, num_runs: int = 1) -> Mesh:
   """A (run, data) mesh over the first run * data devices of all processes."""
   devices = jax.devices()
-  run, data = mesh_shape(mesh_config, len(devices), num_runs)
+  run, data = config_lib.mesh_shape(mesh_config, len(devices), num_runs)
   # Auto axes: XLA propagates shardings from the jit's in/out shardings and the few
   # constraints we place, which is all a data-parallel step needs.
   return jax.make_mesh((run, data), (RUN, DATA), axis_types=(AxisType.Auto,) * 2,

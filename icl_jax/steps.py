@@ -20,6 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from icl_jax import config as config_lib
 from icl_jax import models
 from icl_jax import rng
 from icl_jax import tasks
@@ -50,14 +51,11 @@ class Run(NamedTuple):
 
 
 def run_values(config: ml_collections.ConfigDict) -> Run:
-  t, tr = config.task, config.train
-  hparams = {
-      'num_tasks': np.int32(t.num_tasks),  # -1 (infinite) is handled by the sampler.
-      'proj_scale': np.float32(t.proj_scale),
-      'bias_fraction': np.float32(t.bias_fraction),
-      'lr': np.float32(tr.lr), 'b1': np.float32(tr.b1), 'b2': np.float32(tr.b2),
-      'eps': np.float32(tr.eps),
-  }
+  """The run's keys (from its seed) and HPARAM_FIELDS, as arrays."""
+  fields = config_lib.flatten(config)
+  # num_tasks = -1 (infinite) stays an integer: the sampler handles it.
+  hparams = {name: (np.int32 if name == 'num_tasks' else np.float32)(fields[path])
+             for name, path in HPARAM_FIELDS.items()}
   return Run(rng.key(config.seed, rng.INIT), rng.key(config.seed, rng.DATA),
              rng.key(config.seed, rng.TASKS), rng.key(config.seed, rng.EVAL), hparams)
 

@@ -27,18 +27,20 @@ import importlib.util
 import json
 import os
 import re
+import time
 from typing import Any, Callable, Sequence
 
 import ml_collections
 
 from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import config as config_lib
-from icl_jax import steps
+from icl_jax import files
 from icl_jax import train
 from icl_jax.errors import UserError
 
-SWEEP_FILE = 'sweep.json'
+SWEEP_FILE = 'sweep.json'  # The latest launch's manifest (points and groups).
 POINT_FILE = 'point.json'
+LAUNCH_DIR = 'launches'  # One manifest per launch, which its workers read.
 _MAX_NAME_CHARS = 96  # Readable part of a workdir name; the hash keeps it unique.
 
 
@@ -125,9 +127,7 @@ def _format(value: Any) -> str:
 
 def workdir_name(name: str, config: ml_collections.ConfigDict) -> str:
   """Readable name plus a hash of everything a resumed run may not change."""
-  fields = train._flatten(config_lib.to_dict(config))  # pylint: disable=protected-access
-  kept = {k: train._normalize(v) for k, v in fields.items()  # pylint: disable=protected-access
-          if not train.is_resumable(k)}
+  kept = {k: v for k, v in config_lib.flatten(config).items() if not train.is_resumable(k)}
   digest = hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:8]
   readable = re.sub(r'[^A-Za-z0-9.=,_+-]', '_', name.replace('task.', '').replace('model.', ''))
   readable = readable[:_MAX_NAME_CHARS] or 'point'
@@ -174,20 +174,38 @@ def expand(config_arg: str, root: str,
 # ---------------------------------------------------------------------------------------
 def static_key(config: ml_collections.ConfigDict) -> str:
   """What the points of one vmapped group share: every field but steps.VALUE_FIELDS."""
-  fields = train._flatten(config_lib.to_dict(config))  # pylint: disable=protected-access
-  return json.dumps({k: train._normalize(v) for k, v in fields.items()  # pylint: disable=protected-access
-                     if k not in steps.VALUE_FIELDS}, sort_keys=True, default=str)
+  return json.dumps(train.static_fields(config), sort_keys=True, default=str)
+
+
+def latest_step(workdir: str) -> int:
+  """The newest checkpoint step on disk (0 if none), without opening orbax.
+
+  Orbax names complete steps `<step>` and writes them under a temporary name first.
+  """
+  try:
+    names = os.listdir(checkpoint_lib.directory(workdir))
+  except OSError:
+    return 0
+  return max((int(n) for n in names if n.isdigit()), default=0)
 
 
 def make_groups(points: Sequence[Point], max_group_size: int | None = None) -> list[list[Point]]:
-  """Points grouped by static_key, in first-appearance order; None: no grouping (size 1)."""
+  """Points that can train as one vmapped program, in first-appearance order.
+
+  A group shares every static field and also the step its runs resume from: a fresh
+  point never holds back runs with progress (a group resumes from its members' common
+  step). A point that failed before trains alone, so that a run that diverges again
+  cannot stall the others. None: no grouping (size 1).
+  """
   if max_group_size is not None and max_group_size < 1:
     raise UserError(f'--max_group_size must be >= 1, got {max_group_size}.')
   if max_group_size is None:
     return [[p] for p in points]
-  by_key: dict[str, list[Point]] = {}
+  by_key: dict[tuple, list[Point]] = {}
   for p in points:
-    by_key.setdefault(static_key(p.config), []).append(p)
+    failed = point_status(p) == 'failed'
+    key = (static_key(p.config), latest_step(p.workdir), p.workdir if failed else '')
+    by_key.setdefault(key, []).append(p)
   groups = []
   for members in by_key.values():
     groups += [members[i:i + max_group_size] for i in range(0, len(members), max_group_size)]
@@ -206,44 +224,52 @@ def point_status(point: Point) -> str:
   return 'pending'
 
 
-def write_json(path: str, obj: Any) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + '.tmp', 'w') as f:
-    json.dump(obj, f, indent=1, default=str)
-  os.replace(path + '.tmp', path)
-
-
 def write_manifest(root: str, config_arg: str, points: Sequence[Point],
-                   groups: Sequence[Sequence[Point]], backend: str) -> None:
-  """`<root>/sweep.json` (points and this launch's groups) and each `<workdir>/point.json`."""
+                   groups: Sequence[Sequence[Point]], backend: str) -> str:
+  """Writes each `<workdir>/point.json` and this launch's manifest; returns the launch id.
+
+  `<root>/launches/<id>.json` lists the points and this launch's groups; workers read
+  their group from it, so a later launch (which regroups what is left) never changes
+  what an already queued worker trains. `<root>/sweep.json` is a copy of the latest.
+  """
   root = os.path.abspath(root)
   for p in points:
-    write_json(os.path.join(p.workdir, POINT_FILE),
+    files.write_json(os.path.join(p.workdir, POINT_FILE),
                {'name': p.name, 'overrides': p.overrides, 'config': config_lib.to_dict(p.config)})
-  write_json(os.path.join(root, SWEEP_FILE), {
-      'experiment': split_config_arg(config_arg)[0], 'arg': split_config_arg(config_arg)[1],
-      'backend': backend,
+  launch_id = time.strftime('%Y%m%d-%H%M%S') + f'-{os.getpid()}'
+  manifest = {
+      'launch': launch_id, 'experiment': split_config_arg(config_arg)[0],
+      'arg': split_config_arg(config_arg)[1], 'backend': backend,
       'points': [{'name': p.name, 'workdir': os.path.relpath(p.workdir, root),
                   'overrides': p.overrides} for p in points],
       'groups': [[os.path.relpath(p.workdir, root) for p in g] for g in groups],
-  })
+  }
+  files.write_json(os.path.join(root, LAUNCH_DIR, f'{launch_id}.json'), manifest)
+  files.write_json(os.path.join(root, SWEEP_FILE), manifest)
+  return launch_id
 
 
-def read_group(root: str, index: int) -> list[Point]:
-  """The points of group `index` of the last launch under `root` (for worker processes)."""
+def read_group(root: str, launch_id: str, index: int) -> list[Point]:
+  """The points of group `index` of launch `launch_id` under `root` (for worker processes)."""
+  path = os.path.join(root, LAUNCH_DIR, f'{launch_id}.json')
   try:
-    with open(os.path.join(root, SWEEP_FILE)) as f:
-      manifest = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise UserError(f'Cannot read {os.path.join(root, SWEEP_FILE)} ({e}). Launch the sweep with '
-                    f'python -m launch.sweep --config ... --root {root} first.') from None
-  groups = manifest['groups']
+    with open(path) as f:
+      groups = json.load(f)['groups']
+  except (OSError, json.JSONDecodeError, KeyError) as e:
+    raise UserError(f'Cannot read the launch manifest {path} ({e}). Start workers through '
+                    f'python -m launch.sweep --config ... --root {root}.') from None
   if not 0 <= index < len(groups):
-    raise UserError(f'Group {index} does not exist: {root} has groups 0..{len(groups) - 1}.')
+    raise UserError(f'Group {index} does not exist: launch {launch_id} has groups '
+                    f'0..{len(groups) - 1}.')
   points = []
   for rel in groups[index]:
     workdir = os.path.join(os.path.abspath(root), rel)
-    with open(os.path.join(workdir, POINT_FILE)) as f:
-      p = json.load(f)
-    points.append(Point(p['name'], p['overrides'], config_lib.from_dict(p['config']), workdir))
+    try:
+      with open(os.path.join(workdir, POINT_FILE)) as f:
+        p = json.load(f)
+      points.append(Point(p['name'], p['overrides'], config_lib.from_dict(p['config']),
+                          workdir))
+    except (OSError, json.JSONDecodeError, KeyError) as e:
+      raise UserError(f'Cannot read {os.path.join(workdir, POINT_FILE)} ({e}); relaunch the '
+                      f'sweep to rewrite it.') from None
   return points

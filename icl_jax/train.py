@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import time
@@ -15,6 +14,7 @@ from typing import Any, Sequence
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
@@ -23,6 +23,7 @@ from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import config as config_lib
 from icl_jax import data
 from icl_jax import evaluate
+from icl_jax import files
 from icl_jax import metrics as metrics_lib
 from icl_jax import rng
 from icl_jax import sharding
@@ -133,9 +134,8 @@ def check_workdir_writable(workdir: str) -> None:
 def incompatible_fields(stored: ml_collections.ConfigDict,
                         current: ml_collections.ConfigDict) -> list[str]:
   """Dotted names of fields that differ and that a resumed run may not change."""
-  a, b = _flatten(config_lib.to_dict(stored)), _flatten(config_lib.to_dict(current))
-  differing = [k for k in sorted(set(a) | set(b))
-               if _normalize(a.get(k)) != _normalize(b.get(k))]
+  a, b = config_lib.flatten(stored), config_lib.flatten(current)
+  differing = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
   return [k for k in differing if not is_resumable(k)]
 
 
@@ -144,27 +144,56 @@ def is_resumable(field: str) -> bool:
   return any(field == f or (f.endswith('.') and field.startswith(f)) for f in RESUMABLE_FIELDS)
 
 
-def _flatten(d: dict, prefix: str = '') -> dict[str, Any]:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
+# ---------------------------------------------------------------------------------------
+# Groups: runs that share one compiled program
+# ---------------------------------------------------------------------------------------
+def make_group_step(config: ml_collections.ConfigDict, spec: steps.Spec,
+                    mesh: jax.sharding.Mesh, abstract_state: Any):
+  """jit(vmap(train_step)): (group state, runs, x_NxD, y_N) -> (group state, metrics_R).
+
+  The state and the runs' values have a leading run axis split over the mesh's `run` axis;
+  inside, each run's batch is split over `data` (spmd_axis_name puts the vmapped axis on
+  `run` in every sharding constraint of the step). The state is donated. The metrics come
+  back replicated: every process must read every run's (a diverged run stops being saved,
+  and orbax needs all processes to make the same save calls).
+  """
+  replicated, run_sharded = sharding.replicated(mesh), sharding.run_sharded(mesh)
+  group_sharding = jax.tree.map(lambda _: run_sharded, abstract_state)
+  one_step = functools.partial(steps.train_step, spec=spec, train_config=config.train,
+                               batch_size=config.train.batch_size,
+                               batch_sharding=sharding.batch_sharded(mesh))
+  return jax.jit(
+      jax.vmap(one_step, in_axes=(0, 0, None, None), spmd_axis_name=sharding.RUN),
+      in_shardings=(group_sharding, run_sharded, replicated, replicated),
+      out_shardings=(group_sharding, replicated),
+      donate_argnums=0)
 
 
-def _normalize(v: Any) -> Any:
-  return list(v) if isinstance(v, tuple) else v
-
+def static_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Every field but steps.VALUE_FIELDS: runs equal in these share one compiled program."""
+  return {k: v for k, v in config_lib.flatten(config).items() if k not in steps.VALUE_FIELDS}
 
 
 def static_differences(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> list[str]:
-  """Fields outside steps.VALUE_FIELDS in which two configs differ: runs that differ in
-  none of them share one compiled program (a vmapped group)."""
-  fa, fb = _flatten(config_lib.to_dict(a)), _flatten(config_lib.to_dict(b))
-  return [k for k in sorted(set(fa) | set(fb))
-          if k not in steps.VALUE_FIELDS and _normalize(fa.get(k)) != _normalize(fb.get(k))]
+  fa, fb = static_fields(a), static_fields(b)
+  return [k for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
+
+
+def check_run(config: ml_collections.ConfigDict, workdir: str) -> checkpoint_lib.Checkpointer:
+  """The run's Checkpointer, after checking that its workdir is writable and holds nothing
+  but this run (UserError otherwise): cheap, nothing is loaded or compiled."""
+  check_workdir_writable(workdir)
+  ckpt = checkpoint_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  latest, stored_config = ckpt.latest_config()  # Newest readable; (None, None) if fresh.
+  if latest is not None:
+    bad = incompatible_fields(stored_config, config)
+    if bad:
+      ckpt.close()
+      raise UserError(
+          f'Workdir {workdir!r} holds a run (checkpoint step {latest}) whose config differs '
+          f'in {", ".join(bad)}. Refusing to overwrite it: use a new --workdir, or the same '
+          f'config to resume.')
+  return ckpt
 
 
 # ---------------------------------------------------------------------------------------
@@ -190,8 +219,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return result.summary
 
 
-def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
-                progress_position: int = 0) -> list[RunResult]:
+def train_group(configs: Sequence[ml_collections.ConfigDict],
+                workdirs: Sequence[str]) -> list[RunResult]:
   """Trains runs that share every static field as one vmapped, jit-ed program.
 
   The state gets a leading run axis, split over the mesh's `run` axis; each run keeps its
@@ -214,24 +243,11 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
                       f'may differ within a group. Train them in separate groups.')
   if len(set(map(os.path.abspath, workdirs))) < num_runs:
     raise UserError(f'Two runs of a group share a workdir: {list(workdirs)}. Give each its own.')
-  ckpts = []
-  for run_config, workdir in zip(configs, workdirs):
-    check_workdir_writable(workdir)
-    ckpt = checkpoint_lib.Checkpointer(workdir, keep=run_config.train.keep_checkpoints)
-    latest, stored_config = ckpt.latest_config()  # Newest readable; (None, None) if fresh.
-    if latest is not None:
-      bad = incompatible_fields(stored_config, run_config)
-      if bad:
-        raise UserError(
-            f'Workdir {workdir!r} holds a run (checkpoint step {latest}) whose config differs '
-            f'in {", ".join(bad)}. Refusing to overwrite it: use a new --workdir, or the same '
-            f'config to resume.')
-    ckpts.append(ckpt)
+  ckpts = [check_run(c, w) for c, w in zip(configs, workdirs)]
 
   # --- Mesh: runs over `run`, each run's batch over `data`. ---
   mesh = sharding.make_mesh(config.mesh, num_runs)
-  replicated, batch_sharded = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-  run_sharded = sharding.run_sharded(mesh)
+  replicated, run_sharded = sharding.replicated(mesh), sharding.run_sharded(mesh)
 
   # --- Input: one preprocessed array per split, replicated on every device. ---
   train_ds, eval_ds = load_splits(config)
@@ -250,7 +266,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   # --- Checkpoint: resume exactly (the data of step k is fold_in(data_key, k)). ---
   restored = _restore_group(configs, spec, ckpts, mesh)
   if restored is not None:
-    stack = jax.jit(lambda *trees: jax.tree.map(lambda *a: jax.numpy.stack(a), *trees),
+    stack = jax.jit(lambda *trees: jax.tree.map(lambda *a: jnp.stack(a), *trees),
                     out_shardings=group_sharding)
     state, start = stack(*restored[0]), restored[1]
   else:
@@ -258,13 +274,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     start = 0
 
   # --- Steps: one program for the group, each run's batch split over `data`. ---
-  one_step = functools.partial(steps.train_step, spec=spec, train_config=config.train,
-                               batch_size=config.train.batch_size, batch_sharding=batch_sharded)
-  train_step = jax.jit(
-      jax.vmap(one_step, in_axes=(0, 0, None, None), spmd_axis_name=sharding.RUN),
-      in_shardings=(group_sharding, run_sharded, replicated, replicated),
-      out_shardings=(group_sharding, run_sharded),
-      donate_argnums=0)
+  train_step = make_group_step(config, spec, mesh, abstract_state)
   sets = evaluate.make_eval_sets(config, mesh, train_ds, eval_ds, config.eval.datasets)
   evaluator = evaluate.Evaluator(config, spec, mesh, sets, config.eval.num_episodes)
   writers = [metrics_lib.MetricWriter(w, resume_step=start) for w in workdirs]
@@ -272,13 +282,13 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   # --- Loop. ---
   total = config.train.steps
   summaries: list[dict[str, float]] = [{} for _ in range(num_runs)]
-  errors: dict[int, str] = {}  # Run index -> why it stopped (divergence).
+  errors: dict[int, tuple[int, str]] = {}  # Run index -> (step, why it stopped).
   history: list[list[dict[str, float]]] = [[] for _ in range(num_runs)]
   pending = None  # (step, device metrics) of the step before the one in flight.
   is_main = jax.process_index() == 0
   bar = tqdm.tqdm(total=total, initial=start, disable=not is_main, mininterval=2.0,
                   desc='train' if num_runs == 1 else f'train {num_runs} runs',
-                  position=progress_position, leave=progress_position == 0, dynamic_ncols=True)
+                  dynamic_ncols=True)
   began = time.perf_counter()
   last_log_time, last_log_step = began, start
 
@@ -297,7 +307,10 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
         continue
       m = {k: float(v[r]) for k, v in metrics_R.items()}
       if not all(math.isfinite(v) for v in m.values()):
-        errors[r] = _divergence_message(step, m, ckpts[r])
+        errors[r] = (step, _divergence_message(step, m, ckpts[r]))
+        # Now, not at the end: a launcher that finds the group killed later must not
+        # regroup this run with the others (it would hold them back at its last step).
+        write_status(RunResult(os.path.abspath(workdirs[r]), step, {}, errors[r][1]))
         continue
       history[r].append(m)
       if log_due:
@@ -337,8 +350,9 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
           if r not in errors:
             ckpts[r].save(step, take(state, r), configs[r])
     drain()
-    if start == total:  # Resumed at the end: report without retraining.
-      evaluate_runs(total)
+    if start >= total:  # Resumed at the end: report without retraining or re-logging.
+      summaries = [evaluator.summary(take(state, r)['params'], runs_replicated[r])
+                   for r in range(num_runs)]
   finally:
     bar.close()
     for writer in writers:
@@ -347,8 +361,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
       ckpt.wait()  # Saves in flight complete, so the last good checkpoint is whole.
       ckpt.close()
 
-  results = [RunResult(os.path.abspath(w), total if r not in errors else step,
-                       summaries[r] if r not in errors else {}, errors.get(r))
+  results = [RunResult(os.path.abspath(w), errors[r][0], {}, errors[r][1]) if r in errors else
+             RunResult(os.path.abspath(w), max(start, total), summaries[r])
              for r, w in enumerate(workdirs)]
   seconds = time.perf_counter() - began
   count = steps.num_params(abstract_state['params'])
@@ -368,20 +382,12 @@ def _divergence_message(step: int, m: dict[str, float], ckpt: checkpoint_lib.Che
 
 
 def write_status(result: RunResult, **extra: Any) -> None:
-  """`<workdir>/status.json`: done or failed, with the final summary (process 0, atomic)."""
-  if jax.process_index() != 0:
-    return
-  status = {'status': 'failed' if result.error else 'done', 'step': result.step,
-            'summary': result.summary, 'error': result.error, **extra}
-  path = os.path.join(result.workdir, STATUS_FILE)
-  with open(path + '.tmp', 'w') as f:
-    json.dump(status, f, indent=1)
-  os.replace(path + '.tmp', path)
+  """`<workdir>/status.json`: done or failed, with the final summary (process 0)."""
+  if jax.process_index() == 0:
+    files.write_json(os.path.join(result.workdir, STATUS_FILE), {
+        'status': 'failed' if result.error else 'done', 'step': result.step,
+        'summary': result.summary, 'error': result.error, **extra})
 
 
 def read_status(workdir: str) -> dict[str, Any] | None:
-  try:
-    with open(os.path.join(workdir, STATUS_FILE)) as f:
-      return json.load(f)
-  except (OSError, json.JSONDecodeError):
-    return None
+  return files.read_json(os.path.join(workdir, STATUS_FILE))

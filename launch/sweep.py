@@ -20,9 +20,11 @@ Backends (--backend):
           launch/tpu_vm.sh (needs --tpu and --zone; prints the command if gcloud is absent).
 
 Every backend runs each group with the worker command
-  python -m launch.sweep --root DIR --only_group I
-whose output goes to <root>/logs/group-<I>.log. A failed group marks its points failed
-(status.json, with the log path) and never stops the other groups.
+  python -m launch.sweep --root DIR --launch ID --only_group I
+(the launch's groups are in <root>/launches/ID.json; output in <root>/logs/ID/group-I.log).
+Every point ends with a status.json; a failed point (with its log path) never stops the
+others. Do not relaunch while a SLURM array of the same root is still queued or running:
+both would train the unfinished points (--dry_run shows progress without launching).
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from icl_jax import files
 from icl_jax import main as main_lib
 from icl_jax import sweep as sweep_lib
+from icl_jax import train
 from icl_jax.errors import UserError
 
 BACKENDS = ('vmap', 'local', 'slurm', 'tpu_vm')
@@ -53,7 +57,9 @@ _MAX_GROUP = flags.DEFINE_integer('max_group_size', 64, 'vmap/slurm/tpu_vm: runs
 _CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', 0, 'On a CPU host, split it into this many XLA devices for each worker '
     '(the run axis spreads a group over them); 0: leave XLA_FLAGS alone.')
-_ONLY_GROUP = flags.DEFINE_integer('only_group', None, 'Worker mode: train group I of --root.')
+_ONLY_GROUP = flags.DEFINE_integer('only_group', None, 'Worker mode: train group I of a launch.')
+_LAUNCH = flags.DEFINE_string('launch', None, 'Worker mode: the launch id (its manifest is '
+                              '<root>/launches/<id>.json).')
 _SLURM_LOCAL = flags.DEFINE_bool('slurm_local', False, 'slurm: run the array with submitit '
                                  'locally (for testing the path without a cluster).')
 _SLURM_PARTITION = flags.DEFINE_string('slurm_partition', None, 'slurm: partition.')
@@ -70,28 +76,43 @@ _PROJECT = flags.DEFINE_string('project', None, 'tpu_vm: GCP project (default: g
 # ---------------------------------------------------------------------------------------
 # Worker: one group, in this process
 # ---------------------------------------------------------------------------------------
-def run_group(root: str, index: int) -> int:
-  """Trains group `index` of the last launch under `root`; returns an exit code."""
-  from icl_jax import train  # pylint: disable=g-import-not-at-top
-  points = sweep_lib.read_group(root, index)
+def run_group(root: str, launch_id: str, index: int) -> int:
+  """Trains group `index` of a launch; returns an exit code.
+
+  Every point ends with a status.json (done or failed): a point whose workdir is unusable
+  fails alone, before the others train; a run that diverges fails without stopping them.
+  Exit code 0 means every status is written, whatever it says.
+  """
+  points = sweep_lib.read_group(root, launch_id, index)
+  usable = []
+  for p in points:
+    try:
+      train.check_run(p.config, p.workdir).close()
+      usable.append(p)
+    except UserError as e:
+      train.write_status(train.RunResult(p.workdir, sweep_lib.latest_step(p.workdir), {}, str(e)))
+      print(f'error: {p.name}: {e}', file=sys.stderr)
+  if not usable:
+    return 0
   try:
-    results = train.train_group([p.config for p in points], [p.workdir for p in points])
-  except UserError as e:
-    for p in points:
-      train.write_status(train.RunResult(p.workdir, 0, {}, str(e)))
+    results = train.train_group([p.config for p in usable], [p.workdir for p in usable])
+  except UserError as e:  # Shared by the whole group (e.g. the dataset is not prepared).
+    for p in usable:
+      train.write_status(train.RunResult(p.workdir, sweep_lib.latest_step(p.workdir), {}, str(e)))
     print(f'error: {e}', file=sys.stderr)
-    return 2
-  failed = [r for r in results if r.error]
-  for r in failed:
-    print(f'error: {r.workdir}: {r.error}', file=sys.stderr)
-  return 1 if failed else 0
+    return 0
+  for r in results:
+    if r.error:
+      print(f'error: {r.workdir}: {r.error}', file=sys.stderr)
+  return 0
 
 
 # ---------------------------------------------------------------------------------------
 # Backends
 # ---------------------------------------------------------------------------------------
-def worker_command(root: str, index: int) -> list[str]:
-  return [sys.executable, '-m', 'launch.sweep', f'--root={root}', f'--only_group={index}']
+def worker_command(root: str, launch_id: str, index: int) -> list[str]:
+  return [sys.executable, '-m', 'launch.sweep', f'--root={root}', f'--launch={launch_id}',
+          f'--only_group={index}']
 
 
 def worker_env(slot: int | None = None) -> dict[str, str]:
@@ -105,14 +126,15 @@ def worker_env(slot: int | None = None) -> dict[str, str]:
   return env
 
 
-def log_path(root: str, index: int) -> str:
-  return os.path.join(root, 'logs', f'group-{index}.log')
+def log_path(root: str, launch_id: str, index: int) -> str:
+  return os.path.join(root, 'logs', launch_id, f'group-{index}.log')
 
 
-def run_subprocesses(root: str, groups: list[list[sweep_lib.Point]], parallel: int) -> int:
+def run_subprocesses(root: str, launch_id: str, groups: list[list[sweep_lib.Point]],
+                     parallel: int) -> int:
   """Runs each group as a worker process, `parallel` at once; returns the failed count."""
   import tqdm  # pylint: disable=g-import-not-at-top
-  os.makedirs(os.path.join(root, 'logs'), exist_ok=True)
+  os.makedirs(os.path.join(root, 'logs', launch_id), exist_ok=True)
   queue = list(enumerate(groups))
   running: dict[int, tuple[subprocess.Popen, int]] = {}  # slot -> (process, group index)
   failed = 0
@@ -122,16 +144,18 @@ def run_subprocesses(root: str, groups: list[list[sweep_lib.Point]], parallel: i
       for slot in range(parallel):
         if slot not in running and queue:
           index, _ = queue.pop(0)
-          with open(log_path(root, index), 'ab') as log:
+          with open(log_path(root, launch_id, index), 'ab') as log:
             process = subprocess.Popen(
-                worker_command(root, index), stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                worker_command(root, launch_id, index), stdout=log, stderr=subprocess.STDOUT,
+                cwd=REPO,
                 env=worker_env(slot if parallel > 1 else None))
           running[slot] = (process, index)
       for slot, (process, index) in list(running.items()):
         if process.poll() is None:
           continue
         del running[slot]
-        failed += report_group(root, groups[index], index, process.returncode)
+        failed += report_group(groups[index], process.returncode,
+                               log_path(root, launch_id, index))
         bar.update(len(groups[index]))
       time.sleep(0.5)
   except KeyboardInterrupt:
@@ -143,27 +167,32 @@ def run_subprocesses(root: str, groups: list[list[sweep_lib.Point]], parallel: i
   return failed
 
 
-def report_group(root: str, points: list[sweep_lib.Point], index: int, returncode: int,
-                 log: str | None = None) -> int:
-  """Prints one line per failed point (with its log) and records the log in its status."""
-  from icl_jax import train  # pylint: disable=g-import-not-at-top
-  log = str(log or log_path(root, index))
+def report_group(points: list[sweep_lib.Point], returncode: int | str, log: str) -> int:
+  """Prints one line per failed point with its log; returns how many failed.
+
+  The launcher removed these points' old status.json before starting them, so a missing
+  one after a failed worker means it crashed (its status is written here); after a
+  successful one it means another host's process 0 owns it.
+  """
   failed = 0
   for p in points:
     status = train.read_status(p.workdir)
-    if returncode == 0 and (status is None or status['status'] == 'done'):
-      continue  # Done; without a status, another host's process 0 writes it.
-    if status is None or status['status'] == 'done':  # Crashed before or after its status.
-      status = {'status': 'failed', 'step': 0, 'summary': {},
-                'error': f'worker exited with code {returncode} before finishing'}
-    status['log'] = log
-    sweep_lib.write_json(os.path.join(p.workdir, train.STATUS_FILE), status)
+    if status is None:
+      if returncode == 0:
+        continue
+      status = {'status': 'failed', 'step': sweep_lib.latest_step(p.workdir), 'summary': {},
+                'error': f'the worker crashed (exit {returncode}) before finishing'}
+    if status['status'] != 'failed':
+      continue
+    if status.get('log') != log:
+      status['log'] = log
+      files.write_json(os.path.join(p.workdir, train.STATUS_FILE), status)
     print(f'FAILED {p.name}: {status["error"]} (log: {log})', file=sys.stderr)
     failed += 1
   return failed
 
 
-def launch_slurm(root: str, groups: list[list[sweep_lib.Point]]) -> int:
+def launch_slurm(root: str, launch_id: str, groups: list[list[sweep_lib.Point]]) -> int:
   """One array task per group, submitted (or run here, or printed) through submitit."""
   import submitit  # pylint: disable=g-import-not-at-top
   folder = os.path.join(root, 'slurm', '%j')
@@ -189,7 +218,8 @@ def launch_slurm(root: str, groups: list[list[sweep_lib.Point]]) -> int:
         tasks_per_node=1, gpus_per_node=_SLURM_GPUS.value,
         slurm_array_parallelism=_SLURM_PARALLELISM.value,
         **({'slurm_partition': _SLURM_PARTITION.value} if _SLURM_PARTITION.value else {}))
-  jobs = executor.map_array(slurm_task, [root] * len(indices), indices)
+  jobs = executor.map_array(slurm_task, [root] * len(indices), [launch_id] * len(indices),
+                            indices)
   print(f'submitted {len(jobs)} array tasks; their logs go to {os.path.join(root, "slurm")}',
         file=sys.stderr)
   if not _SLURM_LOCAL.value:
@@ -200,18 +230,17 @@ def launch_slurm(root: str, groups: list[list[sweep_lib.Point]]) -> int:
       code = job.result()
     except Exception as e:  # pylint: disable=broad-except
       code = f'{type(e).__name__}: {str(e).splitlines()[-1] if str(e) else ""}'
-    if code:
-      failed += report_group(root, groups[index], index, 1, log=job.paths.stderr)
+    failed += report_group(groups[index], code or 0, str(job.paths.stderr))
   return failed
 
 
-def slurm_task(root: str, index: int) -> int:
+def slurm_task(root: str, launch_id: str, index: int) -> int:
   """What one array task runs (pickled by submitit): the group, with jax.distributed on
   multi-node tasks (JAX reads the SLURM environment itself)."""
   if int(os.environ.get('SLURM_NTASKS', '1')) > 1:
     os.environ['ICL_JAX_DISTRIBUTED'] = '1'
   main_lib.initialize_distributed()
-  return run_group(root, index)
+  return run_group(root, launch_id, index)
 
 
 def tpu_vm_command(argv: list[str]) -> list[str]:
@@ -270,17 +299,22 @@ def launch(argv: list[str]) -> int:
       if status[p.workdir] == 'done':
         print(f'[done] {p.name}  ->  {p.workdir}')
     return 0
-  sweep_lib.write_manifest(root, config_arg, points, groups, _BACKEND.value)
+  launch_id = sweep_lib.write_manifest(root, config_arg, points, groups, _BACKEND.value)
+  for p in todo:  # Being (re)trained: an old status would mask a crash of this launch.
+    try:
+      os.remove(os.path.join(p.workdir, train.STATUS_FILE))
+    except FileNotFoundError:
+      pass
   if not groups:
     print('Nothing to run: every point is done. Draw the figures with '
           f'python -m icl_jax.report --root {root}', file=sys.stderr)
     return 0
   if _BACKEND.value == 'slurm':
-    failed = launch_slurm(root, groups)
+    failed = launch_slurm(root, launch_id, groups)
     if not _SLURM_LOCAL.value:
       return 0  # Submitted or printed: the points finish later, elsewhere.
   else:
-    failed = run_subprocesses(root, groups, _PARALLEL.value if not grouped else 1)
+    failed = run_subprocesses(root, launch_id, groups, _PARALLEL.value if not grouped else 1)
   done = sum(sweep_lib.point_status(p) == 'done' for p in points)
   print(f'{done}/{len(points)} points done, {failed} failed. Figures: '
         f'python -m icl_jax.report --root {root}', file=sys.stderr)
@@ -295,7 +329,9 @@ def main(argv):
       raise UserError('--root is missing: pass the directory for the sweep\'s workdirs.')
     if _ONLY_GROUP.value is not None:
       main_lib.initialize_distributed()
-      sys.exit(run_group(os.path.abspath(_ROOT.value), _ONLY_GROUP.value))
+      if _LAUNCH.value is None:
+        raise UserError('--only_group needs --launch=<id> (the launcher passes both).')
+      sys.exit(run_group(os.path.abspath(_ROOT.value), _LAUNCH.value, _ONLY_GROUP.value))
     sys.exit(launch(sys.argv))
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)

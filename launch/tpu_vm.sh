@@ -5,7 +5,7 @@
 #   launch/tpu_vm.sh --tpu NAME --zone ZONE [--project P] -- python -m launch.sweep \
 #       --config experiments/phase_transition_mnist.py --root /mnt/shared/sweeps/mnist
 #
-# Steps: (1) pack this checkout's tracked files and copy them to every worker
+# Steps: (1) pack this checkout's files (tracked and new, not ignored), copy them to every worker
 # (~/icl_jax, override with ICL_JAX_REMOTE_DIR); (2) on each worker, create .venv and
 # `pip install -e .[tpu]` once (a stamp file skips it next time, unless pyproject.toml
 # changed); (3) run the command there with ICL_JAX_DISTRIBUTED=1: jax.distributed finds
@@ -37,9 +37,9 @@ GCLOUD=(gcloud compute tpus tpu-vm)
 TARGET=("$TPU" --zone="$ZONE" --worker=all)
 [[ -n "$PROJECT" ]] && TARGET+=(--project="$PROJECT")
 
-# (1) Ship the code: tracked files of this checkout, including uncommitted edits.
+# (1) Ship the code: tracked and new (not ignored) files, with uncommitted edits.
 ARCHIVE="$(mktemp -d)/icl_jax.tar.gz"
-(cd "$REPO" && git ls-files -z | tar --null -czf "$ARCHIVE" -T -)
+(cd "$REPO" && git ls-files -z --cached --others --exclude-standard | tar --null -czf "$ARCHIVE" -T -)
 "${GCLOUD[@]}" scp "${TARGET[@]}" "$ARCHIVE" "$TPU:~/icl_jax.tar.gz"
 
 # (2) + (3): unpack, bootstrap the venv once, run.

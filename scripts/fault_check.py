@@ -106,10 +106,17 @@ def train_command(ws: Workspace, workdir: str) -> list[str]:
           '--config.train.eval_every_steps=1000']  # Evaluation only at the last step.
 
 
+def one_device_xla_flags() -> str:
+  """One CPU device; other flags of this process (e.g. the tests' compile settings) kept."""
+  kept = [f for f in os.environ.get('XLA_FLAGS', '').split()
+          if not f.startswith('--xla_force_host_platform_device_count')]
+  return ' '.join(['--xla_force_host_platform_device_count=1'] + kept)
+
+
 def subprocess_env(ws: Workspace) -> dict[str, str]:
   env = dict(os.environ)
   env.update({
-      'XLA_FLAGS': '--xla_force_host_platform_device_count=1',
+      'XLA_FLAGS': one_device_xla_flags(),
       'JAX_COMPILATION_CACHE_DIR': ws.cache_dir,
       'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
       'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '-1',
@@ -333,7 +340,7 @@ def main() -> int:
                       help='Keep the workdirs and logs here (default: a temp dir, removed).')
   parser.add_argument('--data_dir', default=None, help='TFDS data dir (default: in root).')
   args = parser.parse_args()
-  os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=1'  # This process too.
+  os.environ['XLA_FLAGS'] = one_device_xla_flags()  # This process too.
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.ERROR)  # Orbax warns that read-only managers do not save.
   if args.root:

@@ -4,8 +4,13 @@ import os
 import tempfile
 
 # Must precede the first jax import anywhere in the test session.
+# Compiling, not running, is most of the time of these tiny programs, and LLVM's
+# optimisation passes are most of compiling: tests skip them (results are the same
+# programs' results; speed is measured in benchmarks/, never here). Subprocesses that
+# set their own device count keep this flag (see subprocess_xla_flags).
+TEST_XLA_FLAGS = '--xla_backend_optimization_level=0'
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=8').strip()
+                           f' --xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}').strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position

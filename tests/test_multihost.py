@@ -1,9 +1,11 @@
 """Multi-host on loopback: 2 processes of 4 CPU devices train what 1 process of 8 does.
 
-Both runs are `python -m icl_jax.main` subprocesses of one tiny config, started together.
-The 2-process run gets an empty TFDS data dir of its own, so its processes also meet the
-preparation of the embedded dataset (process 0 prepares it, the other waits for it: see
-icl_jax/data/loading.py).
+The workload is a vmapped sweep group of two runs (`python -m launch.sweep --only_group`,
+the worker every sweep backend starts), so the run axis spans the hosts: run 0 lives on
+process 0's devices, run 1 on process 1's. The 1-process reference trains the same group
+concurrently. The 2-process run gets an empty TFDS data dir of its own, so its processes
+also meet the preparation of the embedded dataset (process 0 prepares it, the other waits
+for it: see icl_jax/data/loading.py).
 """
 
 import glob
@@ -18,6 +20,7 @@ import numpy as np
 import pytest
 
 from icl_jax import metrics as metrics_lib
+from icl_jax import sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, 'scripts'))
@@ -31,18 +34,25 @@ TIMEOUT_S = 300  # All three processes together: ~70 s on 2 busy CPU cores.
 GRACE_S = 15
 TAIL_CHARS = 3000
 
-FLAGS = (
-    '--config=experiments/gpicl_digits.py:smoke',
-    f'--config.train.steps={STEPS}',
-    f'--config.train.checkpoint_every_steps={CHECKPOINT_EVERY}',
-    f'--config.train.log_every_steps={LOG_EVERY}',
-    '--config.eval.num_episodes=8',
-    # The gradient of the attention's key bias is zero in exact arithmetic (softmax
-    # ignores a shift shared by all keys), so it is pure rounding noise, which Adam with
-    # a tiny eps scales up to lr-sized steps: those parameters would then differ by ~lr
-    # between any two summation orders. A larger eps leaves them still.
-    '--config.train.eps=1e-3',
-)
+EXPERIMENT = os.path.join(REPO, 'tests', 'experiments', 'tiny_sweep.py')
+
+
+def write_sweep(root: str, data_dir: str) -> tuple[list, str]:
+  """(points, launch id) of a one-group, two-run sweep under `root`."""
+  config = sweep.load_module(EXPERIMENT).get_config(f'steps={STEPS}')
+  config.data.data_dir = data_dir
+  config.train.checkpoint_every_steps = CHECKPOINT_EVERY
+  config.train.log_every_steps = LOG_EVERY
+  config.mesh.data = 4  # With 8 devices: run axis 2 x data axis 4, one run per process.
+  # The gradient of the attention's key bias is zero in exact arithmetic (softmax
+  # ignores a shift shared by all keys), so it is pure rounding noise, which Adam with
+  # a tiny eps scales up to lr-sized steps: those parameters would then differ by ~lr
+  # between any two summation orders. A larger eps leaves them still.
+  config.train.eps = 1e-3
+  points = sweep.expand(EXPERIMENT + ':widths=8', root, config)
+  groups = sweep.make_groups(points, max_group_size=64)
+  assert len(groups) == 1 and len(groups[0]) == 2
+  return points, sweep.write_manifest(root, EXPERIMENT, points, groups, 'vmap')
 
 
 def free_port() -> int:
@@ -68,14 +78,13 @@ def subprocess_env(num_devices: int, **extra: str) -> dict[str, str]:
 
 
 class Run:
-  """One `icl_jax.main` subprocess, its output in files (a pipe could fill and block it)."""
+  """One sweep worker subprocess, its output in files (a pipe could fill and block it)."""
 
-  def __init__(self, name: str, workdir: str, data_dir: str, env: dict[str, str],
-               logs: str):
+  def __init__(self, name: str, root: str, launch_id: str, env: dict[str, str], logs: str):
     self.name = name
     self.stderr_path = os.path.join(logs, f'{name}.stderr')
-    command = [sys.executable, '-m', 'icl_jax.main', *FLAGS, f'--workdir={workdir}',
-               f'--config.data.data_dir={data_dir}']
+    command = [sys.executable, '-m', 'launch.sweep', f'--root={root}', f'--launch={launch_id}',
+               '--only_group=0']
     with open(os.path.join(logs, f'{name}.stdout'), 'w') as out, \
          open(self.stderr_path, 'w') as err:  # The child keeps its own descriptors.
       self.proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=err)
@@ -109,44 +118,53 @@ def wait_all(runs: list[Run], timeout_s: float) -> None:
 def test_two_processes_train_what_one_process_trains(data_dir, tmp_path):
   logs = str(tmp_path / 'logs')
   os.makedirs(logs)
-  multi_workdir, single_workdir = str(tmp_path / 'multi'), str(tmp_path / 'single')
   empty_data_dir = str(tmp_path / 'tfds_empty')
   os.makedirs(empty_data_dir)
+  multi_points, multi_launch = write_sweep(str(tmp_path / 'multi'), empty_data_dir)
+  single_points, single_launch = write_sweep(str(tmp_path / 'single'), data_dir)
   address = f'127.0.0.1:{free_port()}'
   runs = [
-      Run(f'process_{i}', multi_workdir, empty_data_dir,
+      Run(f'process_{i}', str(tmp_path / 'multi'), multi_launch,
           subprocess_env(4, ICL_JAX_DISTRIBUTED='1', JAX_COORDINATOR_ADDRESS=address,
                          JAX_NUM_PROCESSES='2', JAX_PROCESS_ID=str(i)), logs)
       for i in range(2)]
   # Concurrently: on 2 cores the pair spends much of its time waiting on each other.
-  runs.append(Run('single_process', single_workdir, data_dir, subprocess_env(8), logs))
+  runs.append(Run('single_process', str(tmp_path / 'single'), single_launch,
+                  subprocess_env(8), logs))
   wait_all(runs, TIMEOUT_S)
   report = '\n'.join(r.report() for r in runs)
   assert all(r.proc.returncode == 0 for r in runs), report
 
-  # Process 0 alone writes the log: one file, every record once.
-  logs_written = glob.glob(os.path.join(multi_workdir, '**', 'metrics*.jsonl*'),
-                           recursive=True)
-  assert logs_written == [os.path.join(multi_workdir, metrics_lib.METRICS_FILE)], report
-  multi, single = metrics_lib.read(multi_workdir), metrics_lib.read(single_workdir)
-  train_steps = list(range(LOG_EVERY, STEPS + 1, LOG_EVERY))
-  assert [r['step'] for r in multi if 'train/loss' in r] == train_steps, report
-  assert [r['step'] for r in multi] == [r['step'] for r in single], report
-  # Not bit-exact: the gradient's all-reduce across processes (gloo) adds the devices'
-  # partial sums in another order than XLA's in-process all-reduce; float32 rounding then
-  # differs in the last bits (~1e-8 relative here).
-  np.testing.assert_allclose([r['train/loss'] for r in multi if 'train/loss' in r],
-                             [r['train/loss'] for r in single if 'train/loss' in r],
-                             rtol=1e-5, err_msg=report)
+  for multi_point, single_point in zip(multi_points, single_points):
+    multi_workdir, single_workdir = multi_point.workdir, single_point.workdir
+    assert sweep.point_status(multi_point) == 'done', report
+    # Process 0 alone writes the log: one file, every record once.
+    logs_written = glob.glob(os.path.join(multi_workdir, '**', 'metrics*.jsonl*'),
+                             recursive=True)
+    assert logs_written == [os.path.join(multi_workdir, metrics_lib.METRICS_FILE)], report
+    multi, single = metrics_lib.read(multi_workdir), metrics_lib.read(single_workdir)
+    train_steps = list(range(LOG_EVERY, STEPS + 1, LOG_EVERY))
+    assert [r['step'] for r in multi if 'train/loss' in r] == train_steps, report
+    assert [r['step'] for r in multi] == [r['step'] for r in single], report
+    # Not bit-exact: the gradient's all-reduce across processes (gloo) adds the devices'
+    # partial sums in another order than XLA's in-process all-reduce; float32 rounding
+    # then differs in the last bits (~1e-8 relative here).
+    np.testing.assert_allclose([r['train/loss'] for r in multi if 'train/loss' in r],
+                               [r['train/loss'] for r in single if 'train/loss' in r],
+                               rtol=1e-5, err_msg=report)
 
-  # The checkpoint the two processes wrote together restores in one process.
-  for workdir in (multi_workdir, single_workdir):
-    assert fault_check.complete_steps(workdir) == [CHECKPOINT_EVERY, STEPS], report
-  multi_step, multi_params = fault_check.final_params(multi_workdir)
-  single_step, single_params = fault_check.final_params(single_workdir)
-  assert multi_step == single_step == STEPS
-  assert jax.tree.structure(multi_params) == jax.tree.structure(single_params)
-  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(multi_params),
-                          jax.tree.leaves(single_params)):
-    # atol: entries near 0 differ by a few float32 ulps of the larger ones.
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+    # The checkpoints the two processes wrote together restore in one process.
+    for workdir in (multi_workdir, single_workdir):
+      assert fault_check.complete_steps(workdir) == [CHECKPOINT_EVERY, STEPS], report
+    multi_step, multi_params = fault_check.final_params(multi_workdir)
+    single_step, single_params = fault_check.final_params(single_workdir)
+    assert multi_step == single_step == STEPS
+    assert jax.tree.structure(multi_params) == jax.tree.structure(single_params)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(multi_params),
+                            jax.tree.leaves(single_params)):
+      # atol: entries near 0 differ by a few float32 ulps of the larger ones.
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6,
+                                 err_msg=jax.tree_util.keystr(path))
+  # The two runs really are different runs (task pools 2 and infinite).
+  assert (metrics_lib.read(multi_points[0].workdir)[-1] !=
+          metrics_lib.read(multi_points[1].workdir)[-1])

@@ -16,6 +16,7 @@ import pytest
 from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import evaluate
 from icl_jax import metrics as metrics_lib
+from icl_jax import report
 from icl_jax import steps
 from icl_jax import sweep
 from icl_jax import train
@@ -23,6 +24,8 @@ from icl_jax.errors import UserError
 from helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, 'scripts'))
+import fault_check  # pylint: disable=g-import-not-at-top,wrong-import-position
 EXPERIMENT = os.path.join(REPO, 'tests', 'experiments', 'tiny_sweep.py')
 NAMES = ['model.width=8,task.num_tasks=2', 'model.width=8,task.num_tasks=-1',
          'model.width=16,task.num_tasks=2', 'model.width=16,task.num_tasks=-1']
@@ -128,7 +131,8 @@ def test_vmapped_group_equals_runs_one_by_one(data_dir, tmp_path):
   results = train.train_group(configs, group_dirs)  # 4 runs: mesh run=4 x data=2.
 
   diverged = results[-1]
-  assert diverged.error and 'Training diverged at step' in diverged.error
+  assert diverged.error and f'Training diverged at step {diverged.step}:' in diverged.error
+  assert diverged.step < 6  # lr 1e30: it blows up within a few steps, before any save.
   status = train.read_status(group_dirs[-1])
   assert status['status'] == 'failed' and 'diverged' in status['error']
   assert checkpoint_lib.Checkpointer(group_dirs[-1], read_only=True).latest_step() is None
@@ -144,16 +148,16 @@ def test_vmapped_group_equals_runs_one_by_one(data_dir, tmp_path):
     assert len(_losses(group_dir)) == 12
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
                  _params(group_dir, config), _params(alone_dir, config))
-    for key, value in summary.items():  # Same evaluation episodes: same accuracies.
-      assert results[i].summary[key] == pytest.approx(value, abs=1 / 16), key
+    # Same evaluation episodes (the run's own keys and pool), same params up to rounding:
+    # the accuracies agree up to one flipped prediction among the 16 x 5 first positions.
+    for key, value in summary.items():
+      assert results[i].summary[key] == pytest.approx(value, abs=1 / 80 + 1e-9), key
   # The runs really differ (different seeds, pools and learning rates).
   assert _losses(group_dirs[0])[-1] != _losses(group_dirs[1])[-1]
-
-  # A group member's workdir is an ordinary run: the evaluation CLI's path restores it.
-  report = evaluate.evaluate_workdir(group_dirs[1], num_episodes=8, baseline_names=[],
-                                     out=str(tmp_path / 'eval'))
-  assert report['step'] == 12
-  assert report['config']['task']['num_tasks'] == -1 and report['config']['seed'] == 1
+  # A group member's workdir is an ordinary run (_params restored it as the evaluation
+  # CLI does), with its own config.
+  config, _, step, _ = evaluate.restore(group_dirs[1])
+  assert step == 12 and config.task.num_tasks == -1 and config.seed == 1
 
 
 # ---------------------------------------------------------------------------------------
@@ -167,7 +171,7 @@ def _launch(root, data_dir, *args, env=None):
 def _env(tmp_path):
   env = dict(os.environ)
   env['JAX_COMPILATION_CACHE_DIR'] = str(tmp_path / 'jax_cache')  # Restarts reuse compiles.
-  env['XLA_FLAGS'] = ''  # One CPU device per worker, as on a plain host.
+  env['XLA_FLAGS'] = fault_check.one_device_xla_flags()  # As on a plain host.
   return env
 
 
@@ -203,9 +207,8 @@ def test_killed_sweep_relaunches_without_redoing_finished_points(data_dir, tmp_p
                          text=True, timeout=120)
   assert again.returncode == 0 and 'Nothing to run: every point is done' in again.stderr
 
-  shown = subprocess.run([sys.executable, '-m', 'icl_jax.report', f'--root={root}'], cwd=REPO,
-                         env=env, capture_output=True, text=True, timeout=120)
-  assert shown.returncode == 0, shown.stderr[-3000:]
+  shown = report.report(root)
+  assert shown['counts'] == {'done': 4, 'failed': 0, 'running': 0, 'pending': 0}
   with open(os.path.join(root, 'summary.csv')) as f:
     rows = list(csv.DictReader(f))
   assert sorted(r['name'] for r in rows) == sorted(NAMES)

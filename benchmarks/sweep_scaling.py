@@ -1,0 +1,96 @@
+r"""Vmapped sweep groups vs. the same runs one by one: run-steps per second.
+
+  python benchmarks/sweep_scaling.py [--workloads digits_w16,digits_w64] [--runs 1,4,16] \
+      [--steps 10] [--cpu_devices 1,2]
+
+Prints one JSON line per (workload, devices, R): the steady-state run-steps/s of one
+vmapped group of R runs (the program `launch.sweep --backend vmap` trains) and of one run
+alone (what R sequential runs each do; compile time excluded from both), and their ratio.
+The runs differ in seed and task.num_tasks, as in a phase-diagram sweep. `--cpu_devices`
+re-runs itself with XLA_FLAGS=--xla_force_host_platform_device_count=N, so the run axis of
+a group spreads over N CPU devices; on a GPU host it uses the GPUs there are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKLOADS = {  # experiments/phase_transition_digits.py points, by model width.
+    'digits_w16': 16,
+    'digits_w64': 64,
+}
+
+
+def measure(workload: str, num_runs: int, steps: int) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.join(REPO, 'experiments'))
+  import phase_transition_digits  # pylint: disable=g-import-not-at-top
+  from icl_jax import sharding, steps as steps_lib, train  # pylint: disable=g-import-not-at-top
+
+  def run_steps_per_sec(r):
+    configs = []
+    for i in range(r):
+      c = phase_transition_digits.get_config(f'widths={WORKLOADS[workload]}')
+      c.seed, c.task.num_tasks = i, [16, 4096, -1, 1][i % 4]
+      configs.append(c)
+    config = configs[0]
+    train_ds, _ = train.load_splits(config)
+    mesh = sharding.make_mesh(config.mesh, r)
+    spec = steps_lib.make_spec(config, train_ds.num_features, train_ds.num_classes)
+    init, abstract_state, _ = train.state_layout(config, spec, mesh)
+    runs = sharding.put(steps_lib.stack_runs([steps_lib.run_values(c) for c in configs]),
+                        sharding.run_sharded(mesh))
+    group_sharding = jax.tree.map(lambda _: sharding.run_sharded(mesh), abstract_state)
+    state = jax.jit(jax.vmap(init), out_shardings=group_sharding)(runs.init_key)
+    x_NxD = sharding.put_replicated(train_ds.x_NxD, mesh)
+    y_N = sharding.put_replicated(train_ds.y_N, mesh)
+    step = train.make_group_step(config, spec, mesh, abstract_state)
+    for _ in range(2):  # Compile and warm up.
+      state, metrics = step(state, runs, x_NxD, y_N)
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for _ in range(steps):
+      state, metrics = step(state, runs, x_NxD, y_N)
+    jax.block_until_ready((state, metrics))
+    return r * steps / (time.perf_counter() - start), dict(mesh.shape)
+
+  alone, _ = run_steps_per_sec(1)
+  grouped, mesh_shape = run_steps_per_sec(num_runs)
+  return {
+      'benchmark': 'sweep_scaling', 'workload': workload, 'runs': num_runs,
+      'devices': jax.device_count(), 'platform': jax.devices()[0].platform, 'mesh': mesh_shape,
+      'vmapped_run_steps_per_sec': round(grouped, 3),
+      'sequential_run_steps_per_sec': round(alone, 3),
+      'speedup': round(grouped / alone, 3), 'steps': steps, 'host': platform.node(),
+  }
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--workloads', default='digits_w16,digits_w64')
+  parser.add_argument('--runs', default='1,4,16')
+  parser.add_argument('--steps', type=int, default=10)
+  parser.add_argument('--cpu_devices', default='1,2')
+  parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.child:
+    for workload in args.workloads.split(','):
+      for r in map(int, args.runs.split(',')):
+        print(json.dumps(measure(workload, r, args.steps)), flush=True)
+    return
+  for n in map(int, args.cpu_devices.split(',')):
+    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}',
+               PYTHONPATH=REPO)
+    subprocess.run([sys.executable, __file__, '--child', f'--workloads={args.workloads}',
+                    f'--runs={args.runs}', f'--steps={args.steps}'], env=env, check=True)
+
+
+if __name__ == '__main__':
+  main()
