@@ -17,7 +17,9 @@ from icl_jax.errors import UserError
 
 PROMPTS = ('gpicl', 'context_query')
 TASK_FAMILIES = ('projected',)
-MODELS = ('transformer',)
+MODELS = ('transformer', 'lstm', 'outer_lstm', 'mlp', 'lsa')
+# Recurrent: a state cannot hide the context_query prompt's queries from later tokens.
+CAUSAL_ONLY_MODELS = ('lstm', 'outer_lstm')
 SCHEDULES = ('constant', 'cosine')
 POSITIONS = ('learned', 'none')
 INFINITE_TASKS = -1
@@ -45,7 +47,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.task.bias_fraction = 0.0  # Share of each batch that keeps the identity label permutation.
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = 'transformer'
+  c.model.name = 'transformer'  # One of MODELS; see icl_jax/models/__init__.py.
   c.model.width = 256  # N_M, the residual stream width.
   c.model.depth = 4  # Number of blocks.
   c.model.num_heads = 8
@@ -191,6 +193,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
            f'config.task.bias_fraction must be a number in [0, 1], got {t.bias_fraction!r}.')
 
   _require(m.name in MODELS, f'config.model.name={m.name!r} is unknown; choose one of {MODELS}.')
+  _require(m.name not in CAUSAL_ONLY_MODELS or t.prompt == 'gpicl',
+           f'config.model.name={m.name!r} is recurrent and cannot serve the {t.prompt!r} prompt '
+           f'(its query tokens must stay hidden from later tokens); use '
+           f'--config.task.prompt=gpicl.')
   _require(m.positions in POSITIONS,
            f'config.model.positions={m.positions!r} is unknown; choose one of {POSITIONS}.')
   for field in ('width', 'depth', 'num_heads', 'qkv_size', 'mlp_ratio'):

@@ -73,3 +73,8 @@ class Transformer(nnx.Module):
     for block in self.blocks:
       x_BxSxD = block(x_BxSxD, mask_SxS)
     return self.head(self.ln_f(x_BxSxD))
+
+  @staticmethod
+  def state_size(*, depth: int, num_heads: int, qkv_size: int, max_len: int) -> int:
+    """Floats of state per sequence: the KV cache, a key and a value per head, layer, token."""
+    return 2 * depth * num_heads * qkv_size * max_len
