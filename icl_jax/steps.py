@@ -93,7 +93,8 @@ def _build_model(config: ml_collections.ConfigDict, num_features: int, num_class
                  rngs: nnx.Rngs) -> nnx.Module:
   return models.build(
       config.model, in_features=num_features + num_classes, out_features=num_classes,
-      max_len=tasks.num_tokens(config.task.prompt, config.task.seq_len), rngs=rngs)
+      max_len=tasks.num_tokens(config.task.prompt, config.task.seq_len), rngs=rngs,
+      prompt=config.task.prompt)
 
 
 def make_spec(config: ml_collections.ConfigDict, num_features: int, num_classes: int) -> Spec:
