@@ -70,3 +70,23 @@ def prepare_image_dataset(data_dir, dataset_name, image_shape_HxWxC, num_classes
   _BUILDERS[dataset_name](data_dir=data_dir).download_and_prepare(
       file_format='array_record',
       download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+
+
+def restored_logits(workdir, num_devices):
+  """Logits of the workdir's latest checkpoint, restored onto `num_devices` devices, on the
+  first unseen-task evaluation episodes (the same episodes whatever the device count)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from icl_jax import evaluate, sharding, steps, train  # pylint: disable=g-import-not-at-top
+  config, ckpt, step, _ = evaluate.restore(workdir)
+  config.mesh.data = num_devices
+  mesh = sharding.make_mesh(config.mesh)
+  train_ds, eval_ds = train.load_splits(config)
+  spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
+  state = train.restore_state(config, spec, ckpt, step, mesh)
+  ckpt.close()
+  assert len(jax.tree.leaves(state['params'])[0].sharding.device_set) == num_devices
+  sets = evaluate.make_eval_sets(config, mesh, train_ds, eval_ds)
+  run = sharding.put(steps.run_values(config), sharding.replicated(mesh))
+  episode = evaluate.Evaluator(config, spec, mesh, sets, 16).episodes(sets[1], run)[0]
+  return np.asarray(jax.jit(spec.logits)(state['params'], episode))

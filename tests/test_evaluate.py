@@ -7,16 +7,13 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
 from icl_jax import diagnose
 from icl_jax import evaluate
-from icl_jax import sharding
-from icl_jax import steps
-from icl_jax import train
 from helpers import prepare_image_dataset
+from helpers import restored_logits
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,20 +45,7 @@ def test_plateau_length():
 
 def test_restore_on_another_device_count_gives_same_predictions(trained_run):
   workdir, _, _ = trained_run  # Trained on 8 devices.
-  logits = []
-  for n in (8, 1):
-    config, ckpt, step, mesh = evaluate.restore(workdir)
-    config.mesh.data = n
-    mesh = sharding.make_mesh(config.mesh)
-    train_ds, eval_ds = train.load_splits(config)
-    spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
-    state = train.restore_state(config, spec, ckpt, step, mesh)
-    assert len(jax.tree.leaves(state['params'])[0].sharding.device_set) == n
-    sets = evaluate.make_eval_sets(config, mesh, train_ds, eval_ds)
-    ev = evaluate.Evaluator(config, spec, mesh, sets, 16)
-    episode = ev.episodes(sets[1], sharding.put(steps.run_values(config),
-                                                sharding.replicated(mesh)))[0]
-    logits.append(np.asarray(jax.jit(spec.logits)(state['params'], episode)))
+  logits = [restored_logits(workdir, n) for n in (8, 1)]
   np.testing.assert_allclose(logits[0], logits[1], rtol=1e-5, atol=1e-5)
 
 

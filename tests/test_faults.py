@@ -19,6 +19,7 @@ from icl_jax import sharding
 from icl_jax import steps
 from icl_jax import train
 from icl_jax.errors import UserError
+from helpers import restored_logits
 from helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -221,23 +222,7 @@ def test_resume_after_a_cut_metrics_line_keeps_every_record(tmp_path):
 # (e) restore on another device count: 1 -> 8 (8 -> 1 is in test_evaluate.py)
 # ---------------------------------------------------------------------------------------
 def test_run_trained_on_1_device_restores_on_8_with_same_predictions(straight_run):
-  import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from icl_jax import evaluate  # pylint: disable=g-import-not-at-top
   _, workdir, _ = straight_run  # fault_check trains on one CPU device.
-  assert jax.device_count() == 8
-  logits = {}
-  for n in (1, 8):
-    config, ckpt, step, _ = evaluate.restore(workdir)
-    config.mesh.data = n
-    mesh = sharding.make_mesh(config.mesh)
-    train_ds, eval_ds = train.load_splits(config)
-    spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
-    state = train.restore_state(config, spec, ckpt, step, mesh)
-    ckpt.close()
-    assert len(jax.tree.leaves(state['params'])[0].sharding.device_set) == n
-    sets = evaluate.make_eval_sets(config, mesh, train_ds, eval_ds)
-    run = sharding.put(steps.run_values(config), sharding.replicated(mesh))
-    episode = evaluate.Evaluator(config, spec, mesh, sets, 16).episodes(sets[1], run)[0]
-    logits[n] = np.asarray(jax.jit(spec.logits)(state['params'], episode))
-  np.testing.assert_allclose(logits[8], logits[1], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(restored_logits(workdir, 8), restored_logits(workdir, 1),
+                             rtol=1e-5, atol=1e-5)
