@@ -121,20 +121,24 @@ def predict_knn(x_BxTxD: jax.Array, y_BxT: jax.Array, num_classes: int, k: int =
   would make arbitrary) and a strict majority always wins.
   """
   _check(x_BxTxD, y_BxT)
-  seq_len = x_BxTxD.shape[1]
-  k = min(k, seq_len)
-  before_TxT = _before(seq_len) > 0
+  k = min(k, x_BxTxD.shape[1])
 
   def episode(x_TxD, y_T):
-    dist_TxT = jnp.where(before_TxT, _pairwise_sq_dists(x_TxD), jnp.inf)
-    neg_dist_TxK, idx_TxK = jax.lax.top_k(-dist_TxT, k)
-    # Fewer than k examples before t: the missing neighbours are the masked, infinite ones.
-    valid_TxK = neg_dist_TxK > -jnp.inf
-    weight_TxK = valid_TxK.astype(jnp.float32) * (1.0 + 0.5 * (jnp.arange(k) == 0))[None, :]
+    valid_TxK, idx_TxK = nearest_earlier(x_TxD, k)
+    weight_TxK = valid_TxK * (1.0 + 0.5 * (jnp.arange(k) == 0))[None, :]
     votes_TxKxC = jax.nn.one_hot(y_T[idx_TxK], num_classes, dtype=jnp.float32)
     return jnp.einsum('tk,tkc->tc', weight_TxK, votes_TxKxC)
 
   return jax.vmap(episode)(x_BxTxD.astype(jnp.float32), y_BxT)
+
+
+def nearest_earlier(x_TxD: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """(valid_TxK, idx_TxK): the k nearest (Euclidean) examples before each position t,
+  nearest first. Before t there may be fewer than k: the missing ones have valid 0."""
+  seq_len = x_TxD.shape[0]
+  dist_TxT = jnp.where(_before(seq_len) > 0, _pairwise_sq_dists(x_TxD), jnp.inf)
+  neg_dist_TxK, idx_TxK = jax.lax.top_k(-dist_TxT, k)
+  return (neg_dist_TxK > -jnp.inf).astype(jnp.float32), idx_TxK
 
 
 def predict_centroid(x_BxTxD: jax.Array, y_BxT: jax.Array, num_classes: int) -> jax.Array:

@@ -47,6 +47,7 @@ import threadpoolctl
 from icl_jax.baselines.classifiers import _before  # pylint: disable=protected-access
 from icl_jax.baselines.classifiers import _check  # pylint: disable=protected-access
 from icl_jax.baselines.classifiers import _pairwise_sq_dists  # pylint: disable=protected-access
+from icl_jax.baselines.classifiers import nearest_earlier
 
 # Defaults for `REGRESSION_BASELINES`. Each is a choice for the function classes of Garg et al.
 # (x, w ~ N(0, I_d)); tune on training-task episodes for other data.
@@ -336,15 +337,10 @@ def predict_knn(x_BxTxD: jax.Array, y_BxT: jax.Array, k: int = DEFAULT_KNN_K) ->
   """
   _check(x_BxTxD, y_BxT)
   x_BxTxD, y_BxT = _as_float(x_BxTxD, y_BxT)
-  seq_len = x_BxTxD.shape[1]
-  k = min(k, seq_len)
-  before_TxT = _before(seq_len) > 0
+  k = min(k, x_BxTxD.shape[1])
 
   def episode(x_TxD, y_T):
-    dist_TxT = jnp.where(before_TxT, _pairwise_sq_dists(x_TxD), jnp.inf)
-    neg_dist_TxK, idx_TxK = jax.lax.top_k(-dist_TxT, k)
-    # Fewer than k examples before t: the missing neighbours are the masked, infinite ones.
-    valid_TxK = (neg_dist_TxK > -jnp.inf).astype(jnp.float32)
+    valid_TxK, idx_TxK = nearest_earlier(x_TxD, k)
     total_T = jnp.sum(valid_TxK * y_T[idx_TxK], axis=-1)
     return total_T / jnp.maximum(jnp.sum(valid_TxK, axis=-1), 1.0)
 
