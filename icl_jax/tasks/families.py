@@ -1,0 +1,91 @@
+"""The synthetic task families: their options and the registry the trainer samples from.
+
+Every family's `sample(key, task_key, *, batch_size, seq_len, num_tasks, unseen, options,
+active_dim=None)` is a pure, jit-able function returning an Episode of B episodes of T
+examples, each from one task; task i is derived from `fold_in(task_key, i)` with ids from
+`projected.sample_task_ids` (seen [0, num_tasks), unseen [2**31, 2**32)), so pools cost
+no memory. `num_tasks` (-1: a fresh task per episode) and `active_dim` may be traced.
+
+`y_variance` is E[y^2] under the prior (noise included, x_scale=1, x_shift=0, all
+coordinates active): the squared error of always predicting 0, which normalises the
+squared error of a regression family (linear: D, Garg et al.'s "normalised by d").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, NamedTuple
+
+from icl_jax.tasks import functions
+from icl_jax.tasks import gp
+from icl_jax.tasks import parity
+from icl_jax.tasks import recall
+from icl_jax.tasks.episode import Episode
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOptions:
+  """Static options of all families (hashable: a static argument of jit).
+
+  Each family reads the fields it needs. x_scale and x_shift give x = x_scale * z + x_shift
+  for z from the family's base distribution, before y is computed (Akyurek et al.'s
+  out-of-distribution evaluation); parity and recall ignore them.
+  """
+  dim: int = 20  # D: input dimension; bits n for parity; number of keys for recall.
+  sparsity: int = 3  # Non-zero weights (sparse_linear); parity order k.
+  hidden: int = 100  # relu2nn hidden units.
+  tree_depth: int = 4  # Decision tree depth.
+  noise_std: float = 0.0  # Std of Gaussian label noise added to y (regression families).
+  x_scale: float = 1.0
+  x_shift: float = 0.0
+  length_scale: float = 0.6  # gp: RBF length scale.
+  x_low: float = 0.0  # gp: z ~ U[x_low, x_high]^D.
+  x_high: float = 1.0
+  num_classes: int = 10  # recall: number of value classes.
+
+
+class Family(NamedTuple):
+  kind: str  # 'regression' or 'classification'.
+  sample: Callable[..., Episode]
+  num_classes: Callable[[TaskOptions], int]  # Classification: C; regression: 1.
+  y_variance: Callable[[TaskOptions], float]  # Regression: E[y^2]; classification: 1.0.
+
+
+def _one_output(options: TaskOptions) -> int:
+  del options
+  return 1
+
+
+def _unit_variance(options: TaskOptions) -> float:
+  return 1.0 + options.noise_std**2
+
+
+def _dim_variance(options: TaskOptions) -> float:
+  return options.dim + options.noise_std**2
+
+
+def _sparsity_variance(options: TaskOptions) -> float:
+  return options.sparsity + options.noise_std**2
+
+
+def _not_regression(options: TaskOptions) -> float:
+  del options
+  return 1.0
+
+
+def _regression(sample, y_variance) -> Family:
+  return Family('regression', sample, _one_output, y_variance)
+
+
+FAMILIES: dict[str, Family] = {
+    'linear': _regression(functions.sample_linear, _dim_variance),
+    'sparse_linear': _regression(functions.sample_sparse_linear, _sparsity_variance),
+    # E[y^2] = E|x|^2 = D by the sqrt(2/hidden) scale, for any number of hidden units.
+    'relu2nn': _regression(functions.sample_relu2nn, _dim_variance),
+    'tree': _regression(functions.sample_tree, _unit_variance),  # y is a N(0, 1) leaf.
+    'gp': _regression(gp.sample_gp, _unit_variance),  # k(x, x) = 1.
+    'parity': Family('classification', parity.sample_parity, lambda options: 2,
+                     _not_regression),
+    'recall': Family('classification', recall.sample_recall,
+                     lambda options: options.num_classes, _not_regression),
+}
