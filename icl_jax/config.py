@@ -15,11 +15,16 @@ import ml_collections
 
 from icl_jax.errors import UserError
 
-PROMPTS = ('gpicl', 'context_query')
-TASK_FAMILIES = ('projected',)
+PROMPTS = ('gpicl', 'context_query', 'interleaved')
+# 'projected' is GPICL's (a TFDS dataset under task projections); the others are synthetic
+# samplers (icl_jax/tasks/families.py) that need no dataset.
+TASK_FAMILIES = ('projected', 'linear', 'sparse_linear', 'relu2nn', 'tree', 'gp', 'parity',
+                 'recall')
+REGRESSION_FAMILIES = ('linear', 'sparse_linear', 'relu2nn', 'tree', 'gp')
 MODELS = ('transformer', 'lstm', 'outer_lstm', 'mlp', 'lsa')
 # Recurrent: a state cannot hide the context_query prompt's queries from later tokens.
 CAUSAL_ONLY_MODELS = ('lstm', 'outer_lstm')
+CAUSAL_PROMPTS = ('gpicl', 'interleaved')
 SCHEDULES = ('constant', 'cosine')
 POSITIONS = ('learned', 'none')
 INFINITE_TASKS = -1
@@ -45,6 +50,28 @@ def base_config() -> ml_collections.ConfigDict:
   c.task.prompt = 'context_query'  # 'gpicl' ([x_t, y_{t-1}], T tokens) or 'context_query' (2T tokens).
   c.task.proj_scale = 1.0  # A_ij ~ N(0, proj_scale / Nx).
   c.task.bias_fraction = 0.0  # Share of each batch that keeps the identity label permutation.
+  # Synthetic families (all but 'projected'); see icl_jax/tasks/families.py.
+  c.task.dim = 20  # D: input dimension; bits for parity; number of keys for recall.
+  c.task.sparsity = 3  # Non-zero weights (sparse_linear); parity order k.
+  c.task.hidden = 100  # Hidden units of relu2nn's networks.
+  c.task.tree_depth = 4
+  c.task.noise_std = 0.0  # Gaussian label noise (regression families).
+  c.task.x_scale = 1.0  # x = x_scale * z + x_shift, z from the family's base distribution.
+  c.task.x_shift = 0.0
+  c.task.length_scale = 0.6  # gp: RBF length scale; inputs z ~ U[x_low, x_high]^D.
+  c.task.x_low = 0.0
+  c.task.x_high = 1.0
+  c.task.num_classes = 10  # recall: value classes.
+  # Garg et al.'s curriculum: the first `dim` coordinates and `points` examples are used,
+  # growing by `*_inc` every `every_steps` up to task.dim and task.seq_len. A function of
+  # the step, so resume stays exact.
+  c.task.curriculum = ml_collections.ConfigDict()
+  c.task.curriculum.enabled = False
+  c.task.curriculum.dim_start = 5
+  c.task.curriculum.dim_inc = 1
+  c.task.curriculum.points_start = 11
+  c.task.curriculum.points_inc = 2
+  c.task.curriculum.every_steps = 2000
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'transformer'  # One of MODELS; see icl_jax/models/__init__.py.
@@ -75,6 +102,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.num_episodes = 256  # Per evaluation, for each of seen and unseen tasks.
   c.eval.first_positions = 5  # "Accuracy at the first positions" averages over these.
   c.eval.last_positions = 10  # "... at the last positions" averages over these.
+  # Regression families: extra unseen-task sets with shifted inputs (Akyurek et al.'s
+  # out-of-distribution checks), x = scale * z and x = z + shift.
+  c.eval.x_scales = ()
+  c.eval.x_shifts = ()
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # Devices on the data axis; -1: all that the run axis leaves.
@@ -192,11 +223,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   _require(_is_number(t.bias_fraction) and 0.0 <= t.bias_fraction <= 1.0,
            f'config.task.bias_fraction must be a number in [0, 1], got {t.bias_fraction!r}.')
 
+  if t.family != 'projected':
+    _validate_synthetic_task(t, config.eval)
+
   _require(m.name in MODELS, f'config.model.name={m.name!r} is unknown; choose one of {MODELS}.')
-  _require(m.name not in CAUSAL_ONLY_MODELS or t.prompt == 'gpicl',
+  _require(m.name not in CAUSAL_ONLY_MODELS or t.prompt in CAUSAL_PROMPTS,
            f'config.model.name={m.name!r} is recurrent and cannot serve the {t.prompt!r} prompt '
            f'(its query tokens must stay hidden from later tokens); use '
-           f'--config.task.prompt=gpicl.')
+           f'--config.task.prompt=gpicl or interleaved.')
   _require(m.positions in POSITIONS,
            f'config.model.positions={m.positions!r} is unknown; choose one of {POSITIONS}.')
   for field in ('width', 'depth', 'num_heads', 'qkv_size', 'mlp_ratio'):
@@ -257,6 +291,53 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
     _require(tr.batch_size % data == 0,
              f'config.train.batch_size={tr.batch_size} is not divisible by the {data} '
              f'devices of the data axis; use a multiple of {data}.')
+
+
+def _validate_synthetic_task(t: ml_collections.ConfigDict, e: ml_collections.ConfigDict) -> None:
+  """The fields of the synthetic task families (everything but 'projected')."""
+  for field in ('dim', 'sparsity', 'hidden', 'tree_depth', 'num_classes'):
+    _require(_is_count(t[field]),
+             f'config.task.{field} must be an integer in [1, 2**31), got {t[field]!r}.')
+  if t.family in ('sparse_linear', 'parity'):
+    _require(t.sparsity <= t.dim,
+             f'config.task.sparsity={t.sparsity} exceeds config.task.dim={t.dim}: a '
+             f'{t.family} task picks that many of the dim coordinates; lower it.')
+  _require(t.tree_depth <= 16,
+           f'config.task.tree_depth={t.tree_depth} would give 2**{t.tree_depth} leaves per '
+           f'task; use at most 16 (Garg et al. use 4).')
+  _require(t.family != 'recall' or t.num_classes >= 2,
+           f'config.task.num_classes must be >= 2 for recall, got {t.num_classes!r}.')
+  for field in ('noise_std', 'x_shift', 'x_low', 'x_high'):
+    _require(_is_number(t[field]) and math.isfinite(t[field]),
+             f'config.task.{field} must be a finite number, got {t[field]!r}.')
+  _require(t.noise_std >= 0, f'config.task.noise_std must be >= 0, got {t.noise_std!r}.')
+  for field in ('x_scale', 'length_scale'):
+    _require(_is_number(t[field]) and 0 < t[field] < _F32_MAX,
+             f'config.task.{field} must be a finite number > 0, got {t[field]!r}.')
+  _require(t.x_low < t.x_high,
+           f'config.task.x_low={t.x_low} must be below config.task.x_high={t.x_high}.')
+  cur = t.curriculum
+  for field in ('dim_start', 'points_start', 'every_steps'):
+    _require(_is_count(cur[field]),
+             f'config.task.curriculum.{field} must be an integer in [1, 2**31), got '
+             f'{cur[field]!r}.')
+  for field in ('dim_inc', 'points_inc'):
+    _require(_is_count(cur[field], minimum=0),
+             f'config.task.curriculum.{field} must be an integer >= 0, got {cur[field]!r}.')
+  if cur.enabled:
+    _require(cur.dim_start <= t.dim and cur.points_start <= t.seq_len,
+             f'config.task.curriculum starts at dim {cur.dim_start} and {cur.points_start} '
+             f'points, beyond config.task.dim={t.dim} / seq_len={t.seq_len} where it ends; '
+             f'lower the start values.')
+  regression = t.family in REGRESSION_FAMILIES
+  shifts = tuple(e.get('x_scales', ())) + tuple(e.get('x_shifts', ()))
+  _require(regression or not shifts,
+           f'config.eval.x_scales / x_shifts shift the inputs of regression families; the '
+           f'{t.family!r} family has none. Leave them empty.')
+  _require(all(_is_number(v) and math.isfinite(v) for v in shifts) and
+           all(v > 0 for v in e.get('x_scales', ())),
+           f'config.eval.x_scales must be numbers > 0 and x_shifts finite numbers, got '
+           f'{tuple(e.get("x_scales", ()))} and {tuple(e.get("x_shifts", ()))}.')
 
 
 def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int,

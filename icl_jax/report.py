@@ -46,7 +46,8 @@ STATES = (DONE, FAILED, RUNNING, PENDING)
 ACC_KEYS = ('seen/acc_first', 'seen/acc_last', 'unseen/acc_first', 'unseen/acc_last')
 NUM_TASKS, BATCH_SIZE, SEED = 'task.num_tasks', 'train.batch_size', 'seed'
 # Shown in every CSV whether swept or not: they say what each point was.
-FIXED_FIELDS = ('model.width', 'model.depth', 'num_params', NUM_TASKS, SEED, BATCH_SIZE)
+FIXED_FIELDS = ('model.name', 'model.width', 'model.depth', 'num_params', 'state_size', NUM_TASKS,
+                SEED, BATCH_SIZE)
 INF_LABEL = 'inf'
 PHASE_ABBREV = {'general_learning': 'GL', 'task_identification': 'TI',
                 'memorisation': 'M', 'no_learning': 'NL'}
@@ -71,6 +72,7 @@ class Point:
   summary: dict[str, float] = dataclasses.field(default_factory=dict)
   summary_from: str | None = None  # 'eval' (results.json) or 'status'.
   num_params: int | None = None
+  state_size: int | None = None  # Floats of state per sequence (GPICL's state-size study).
   num_classes: int | None = None
   seconds: float | None = None
   error: str | None = None
@@ -82,8 +84,8 @@ class Point:
 
   def get(self, field: str) -> Any:
     """A dotted config field: the override if the sweep set it, else the stored config."""
-    if field == 'num_params':
-      return self.num_params
+    if field in ('num_params', 'state_size'):
+      return getattr(self, field)
     if field in self.overrides:
       return self.overrides[field]
     node = self.config
@@ -176,6 +178,7 @@ def _apply_status(point: Point, status: Mapping[str, Any] | None,
   if point.state == DONE and point.step is not None and target and point.step < target:
     point.state = RUNNING  # Done at fewer steps than it is now set to train (resumable).
   point.num_params = _int_or_none(status.get('num_params'))
+  point.state_size = _int_or_none(status.get('state_size'))
   point.num_classes = _int_or_none(status.get('num_classes'))
   point.seconds = _float_or_none(status.get('seconds'))
   if status.get('error'):

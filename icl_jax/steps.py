@@ -67,26 +67,66 @@ def stack_runs(runs: list[Run]) -> Run:
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-  """The static shape of a workload: what the sampler draws and what the model reads."""
+  """The static shape of a workload: what the sampler draws and what the model reads.
+
+  `family` 'projected' samples GPICL tasks from the dataset arrays passed to `sample`; the
+  synthetic families (tasks.FAMILIES) draw their own inputs and ignore those arrays.
+  """
   prompt: str
   num_features: int
-  num_classes: int
+  num_classes: int  # 1 for regression families: the model outputs one number.
   seq_len: int
   graphdef: Any  # nnx.GraphDef of the model.
+  family: str = 'projected'
+  options: tasks.TaskOptions | None = None  # The synthetic family's settings.
+  curriculum: tasks.Curriculum | None = None
 
-  def sample(self, key, run: Run, x_NxD, y_N, batch_size, unseen=False) -> tasks.Episode:
+  @property
+  def regression(self) -> bool:
+    return self.family != 'projected' and tasks.FAMILIES[self.family].kind == 'regression'
+
+  def sample(self, key, run: Run, x_NxD, y_N, batch_size, unseen=False, *,
+             options: tasks.TaskOptions | None = None, active_dim=None) -> tasks.Episode:
+    """B episodes; `options` overrides the family's (shifted-input evaluation sets) and
+    `active_dim` keeps only the first coordinates of x (the curriculum)."""
     hp = run.hparams
-    return tasks.sample_episodes(
-        key, run.task_key, x_NxD, y_N, batch_size=batch_size, seq_len=self.seq_len,
-        num_tasks=hp['num_tasks'], num_classes=self.num_classes, proj_scale=hp['proj_scale'],
-        bias_fraction=0.0 if unseen else hp['bias_fraction'], unseen=unseen)
+    if self.family == 'projected':
+      return tasks.sample_episodes(
+          key, run.task_key, x_NxD, y_N, batch_size=batch_size, seq_len=self.seq_len,
+          num_tasks=hp['num_tasks'], num_classes=self.num_classes,
+          proj_scale=hp['proj_scale'], bias_fraction=0.0 if unseen else hp['bias_fraction'],
+          unseen=unseen)
+    return tasks.FAMILIES[self.family].sample(
+        key, run.task_key, batch_size=batch_size, seq_len=self.seq_len,
+        num_tasks=hp['num_tasks'], unseen=unseen, options=options or self.options,
+        active_dim=active_dim)
 
   def logits(self, params, episode: tasks.Episode) -> jax.Array:
-    """logits_BxTxC: the prediction of y_t from the examples before t and x_t."""
+    """logits_BxTxC: the prediction of y_t from the examples before t and x_t (for a
+    regression family C = 1 and the one output is the predicted y_t)."""
     tokens_BxSxF = tasks.tokens(episode, self.num_classes, self.prompt)
     mask_SxS = jnp.asarray(tasks.attention_mask(self.prompt, self.seq_len))
     outputs_BxSxC = nnx.merge(self.graphdef, params)(tokens_BxSxF, mask_SxS)
     return tasks.predictions(outputs_BxSxC, self.prompt)
+
+  def predict(self, params, episode: tasks.Episode) -> jax.Array:
+    """pred_BxT: the predicted class, or the predicted value for a regression family."""
+    logits_BxTxC = self.logits(params, episode)
+    return logits_BxTxC[..., 0] if self.regression else logits_BxTxC.argmax(-1)
+
+
+def task_options(config: ml_collections.ConfigDict) -> tasks.TaskOptions | None:
+  """The synthetic family's settings from config.task; None for 'projected'."""
+  t = config.task
+  if t.family == 'projected':
+    return None
+  return tasks.TaskOptions(**{f.name: t[f.name] for f in dataclasses.fields(tasks.TaskOptions)})
+
+
+def synthetic_shape(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(num_features, num_classes) of a synthetic family: it has no dataset to ask."""
+  options = task_options(config)
+  return options.dim, tasks.FAMILIES[config.task.family].num_classes(options)
 
 
 def _build_model(config: ml_collections.ConfigDict, num_features: int, num_classes: int,
@@ -101,7 +141,10 @@ def make_spec(config: ml_collections.ConfigDict, num_features: int, num_classes:
   model_fn = functools.partial(_build_model, config, num_features, num_classes)
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_fn(rngs=nnx.Rngs(0))))
   return Spec(prompt=config.task.prompt, num_features=num_features, num_classes=num_classes,
-              seq_len=config.task.seq_len, graphdef=graphdef)
+              seq_len=config.task.seq_len, graphdef=graphdef, family=config.task.family,
+              options=task_options(config),
+              curriculum=tasks.Curriculum.from_config(config.task)
+              if config.task.family != 'projected' else None)
 
 
 def make_optimizer(train_config: ml_collections.ConfigDict,
@@ -138,15 +181,29 @@ def init_state(init_key: jax.Array, config: ml_collections.ConfigDict, spec: Spe
 def train_step(state: State, run: Run, x_NxD: jax.Array, y_N: jax.Array, *, spec: Spec,
                train_config: ml_collections.ConfigDict, batch_size: int,
                batch_sharding: Any = None) -> tuple[State, dict[str, jax.Array]]:
-  """One meta-training step on freshly sampled episodes; the data is a function of the step."""
+  """One meta-training step on freshly sampled episodes; the data is a function of the step.
+
+  Classification: cross-entropy at every position. Regression: squared error at every
+  position counted by the curriculum (all of them without one), Garg et al.'s loss.
+  """
+  active_dim = active_points = None
+  if spec.curriculum is not None:
+    active_dim, active_points = spec.curriculum.at(state['step'])
   episode = spec.sample(jax.random.fold_in(run.data_key, state['step']), run, x_NxD, y_N,
-                        batch_size)
+                        batch_size, active_dim=active_dim)
   if batch_sharding is not None:
     # Each device samples only its own episodes; the rest of the step follows this layout.
     episode = jax.lax.with_sharding_constraint(episode, batch_sharding)
 
   def loss_fn(params):
     logits_BxTxC = spec.logits(params, episode)
+    if spec.regression:
+      err_BxT = jnp.square(logits_BxTxC[..., 0] - episode.y_BxT)
+      if active_points is None:
+        return err_BxT.mean(), logits_BxTxC
+      counted_T = (jnp.arange(spec.seq_len) < active_points).astype(err_BxT.dtype)
+      return ((err_BxT * counted_T[None]).sum() / (err_BxT.shape[0] * counted_T.sum()),
+              logits_BxTxC)
     loss_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxC, episode.y_BxT)
     return loss_BxT.mean(), logits_BxTxC
 
@@ -156,8 +213,12 @@ def train_step(state: State, run: Run, x_NxD: jax.Array, y_N: jax.Array, *, spec
   params = optax.apply_updates(state['params'], updates)
   metrics = {
       'loss': loss,
-      'accuracy': (logits_BxTxC.argmax(-1) == episode.y_BxT).mean(),
       'grad_norm': optax.global_norm(grads),
       'param_norm': optax.global_norm(params),  # Non-finite params show up here too.
   }
+  if not spec.regression:
+    metrics['accuracy'] = (logits_BxTxC.argmax(-1) == episode.y_BxT).mean()
+  if spec.curriculum is not None:
+    metrics['curriculum_dim'] = active_dim.astype(jnp.float32)
+    metrics['curriculum_points'] = active_points.astype(jnp.float32)
   return {'step': state['step'] + 1, 'params': params, 'opt_state': opt_state}, metrics

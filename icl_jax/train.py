@@ -25,9 +25,11 @@ from icl_jax import data
 from icl_jax import evaluate
 from icl_jax import files
 from icl_jax import metrics as metrics_lib
+from icl_jax import models
 from icl_jax import rng
 from icl_jax import sharding
 from icl_jax import steps
+from icl_jax import tasks
 from icl_jax.errors import UserError
 
 # Fields a resumed run may change: they alter how long it runs and what it reports, not
@@ -46,7 +48,16 @@ def is_due(step: int, every_steps: int, last_step: int) -> bool:
 # Input
 # ---------------------------------------------------------------------------------------
 def load_splits(config: ml_collections.ConfigDict) -> tuple[data.Dataset, data.Dataset]:
-  """The training split (seen tasks) and the held-out split (unseen tasks)."""
+  """The training split (seen tasks) and the held-out split (unseen tasks).
+
+  A synthetic family draws its own inputs: its "splits" are one-row placeholders that
+  carry the shapes, so every family goes through the same step signature.
+  """
+  if config.task.family != 'projected':
+    num_features, num_classes = steps.synthetic_shape(config)
+    return tuple(data.Dataset(np.zeros((1, num_features), np.float32), np.zeros((1,), np.int32),
+                              num_classes, (1, num_features), config.task.family, split)
+                 for split in ('train', 'test'))
   dc = config.data
   train_ds = data.load(dc.dataset, dc.train_split, tuple(dc.image_shape), dc.data_dir)
   eval_ds = data.load(dc.dataset, dc.eval_split, tuple(dc.image_shape), dc.data_dir)
@@ -366,8 +377,11 @@ def train_group(configs: Sequence[ml_collections.ConfigDict],
              for r, w in enumerate(workdirs)]
   seconds = time.perf_counter() - began
   count = steps.num_params(abstract_state['params'])
+  state_size = models.state_size(config.model, tasks.num_tokens(spec.prompt, spec.seq_len),
+                                 spec.num_features + spec.num_classes)
   for result in results:
-    write_status(result, num_params=count, num_classes=spec.num_classes, seconds=seconds)
+    write_status(result, num_params=count, num_classes=spec.num_classes, state_size=state_size,
+                 seconds=seconds)
   return results
 
 

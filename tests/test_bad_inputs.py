@@ -122,6 +122,23 @@ def with_values(config, **overrides):
      r'config\.data\.image_shape must be two positive integers like \(8, 8\), got \(0, 8\)'),
     (dict(model__width=2**40),
      r'config\.model\.width must be an integer in \[1, 2\*\*31\), got 1099511627776'),
+    (dict(task__family='lienar'), r"config\.task\.family='lienar' is unknown; choose one of "
+     r"\('projected', 'linear', "),
+    (dict(task__family='parity', task__dim=8, task__sparsity=30),
+     r'config\.task\.sparsity=30 exceeds config\.task\.dim=8: a parity task picks that many'),
+    (dict(task__family='linear', task__noise_std=-0.5),
+     r'config\.task\.noise_std must be >= 0, got -0\.5'),
+    (dict(task__family='linear', task__x_scale=0.0),
+     r'config\.task\.x_scale must be a finite number > 0, got 0\.0'),
+    (dict(task__family='gp', task__x_low=1.0, task__x_high=0.0),
+     r'config\.task\.x_low=1\.0 must be below config\.task\.x_high=0\.0'),
+    (dict(task__family='recall', eval__x_scales=(2.0,)),
+     r"config\.eval\.x_scales / x_shifts shift the inputs of regression families; the "
+     r"'recall' family has none"),
+    (dict(task__family='linear', eval__x_scales=(-2.0,)),
+     r'config\.eval\.x_scales must be numbers > 0'),
+    (dict(task__family='linear', model__name='lstm', task__prompt='context_query'),
+     r"config\.model\.name='lstm' is recurrent and cannot serve the 'context_query' prompt"),
 ], ids=lambda x: '-'.join(f'{k}={v}' for k, v in x.items()) if isinstance(x, dict) else '')
 def test_bad_value_is_refused_before_anything_runs(data_dir, unchanged, overrides, message):
   with pytest.raises(UserError, match=message):

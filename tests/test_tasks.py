@@ -141,3 +141,47 @@ def test_context_query_mask():
     # Context j sees exactly contexts 0..j.
     assert set(np.flatnonzero(m[c])) == {2 * i + 1 for i in range(j + 1)}
   np.testing.assert_array_equal(tasks.attention_mask('gpicl', 4), np.tril(np.ones((4, 4), bool)))
+
+
+def test_interleaved_tokens_alternate_inputs_and_regression_targets():
+  x = jnp.arange(2 * 3 * 4, dtype=jnp.float32).reshape(2, 3, 4) + 1
+  y = jnp.array([[0.5, -1.0, 2.0], [1.0, 0.0, 3.0]], jnp.float32)
+  tok = tasks.tokens(tasks.Episode(x, y), 1, 'interleaved')
+  assert tok.shape == (2, 6, 5)
+  np.testing.assert_array_equal(tok[0, 0::2, :4], x[0])  # x tokens [x_j, 0] ...
+  np.testing.assert_array_equal(tok[0, 0::2, 4], 0)
+  np.testing.assert_array_equal(tok[0, 1::2, :4], 0)  # ... then label tokens [0, y_j].
+  np.testing.assert_array_equal(tok[0, 1::2, 4], y[0])
+  np.testing.assert_array_equal(tasks.attention_mask('interleaved', 3), np.tril(np.ones((6, 6), bool)))
+  outputs = jnp.arange(6.0)[None, :, None]
+  np.testing.assert_array_equal(tasks.predictions(outputs, 'interleaved')[0, :, 0], [0, 2, 4])
+
+
+def test_interleaved_class_labels_are_onehot():
+  ep = tasks.Episode(jnp.ones((1, 2, 3)), jnp.array([[2, 0]], jnp.int32))
+  tok = tasks.tokens(ep, 4, 'interleaved')
+  np.testing.assert_array_equal(tok[0, 1::2, 3:], np.eye(4)[[2, 0]])
+
+
+@pytest.mark.parametrize('prompt', ['gpicl', 'interleaved', 'context_query'])
+def test_prediction_at_t_ignores_labels_from_t_on(prompt):
+  """A model's prediction of y_t may not see y_t or anything later, in every prompt."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from icl_jax import models  # pylint: disable=g-import-not-at-top
+  from icl_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  mc = config_lib.base_config().model
+  mc.width, mc.depth, mc.num_heads, mc.qkv_size = 16, 2, 2, 8
+  t, d = 5, 3
+  model = models.build(mc, in_features=d + 1, out_features=1,
+                       max_len=tasks.num_tokens(prompt, t), rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(0), (1, t, d))
+  y = jax.random.normal(jax.random.key(1), (1, t))
+  mask = jnp.asarray(tasks.attention_mask(prompt, t))
+  predict = lambda y: tasks.predictions(model(tasks.tokens(tasks.Episode(x, y), 1, prompt),
+                                              mask), prompt)[0, :, 0]
+  base = predict(y)
+  for j in range(t):
+    changed = predict(y.at[0, j].add(10.0))
+    np.testing.assert_allclose(changed[:j + 1], base[:j + 1], atol=1e-5)
+    if j + 1 < t:
+      assert not np.allclose(changed[j + 1:], base[j + 1:])  # Later ones do use y_j.

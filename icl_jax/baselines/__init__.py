@@ -21,6 +21,7 @@ from icl_jax.baselines.logreg import LogRegFit
 from icl_jax.baselines.logreg import predict_logreg
 from icl_jax.baselines.regression import DEFAULT_GD_LR
 from icl_jax.baselines.regression import DEFAULT_GD_NUM_STEPS
+from icl_jax.baselines.regression import DEFAULT_RIDGE_LAM
 from icl_jax.baselines.regression import GD_LR_GRID
 from icl_jax.baselines.regression import HOST_REGRESSION_BASELINES
 from icl_jax.baselines.regression import make_regression_baselines

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-SERVED_PROMPTS = ('gpicl',)
+SERVED_PROMPTS = ('gpicl', 'interleaved')  # The causal ones.
 
 
 def check_prompt(model_name: str, prompt: str | None) -> None:
@@ -31,7 +31,7 @@ def check_prompt(model_name: str, prompt: str | None) -> None:
     raise ValueError(
         f'The {model_name} model is recurrent and cannot serve the {prompt!r} prompt: its '
         f'state carries every token to all later ones, but that prompt needs its query tokens '
-        f'hidden from later tokens. Use --config.task.prompt=gpicl.')
+        f'hidden from later tokens. Use --config.task.prompt=gpicl or interleaved.')
 
 
 def check_causal_mask(model_name: str, mask_SxS: jax.Array, seq_len: int) -> None:

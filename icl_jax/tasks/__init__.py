@@ -8,3 +8,8 @@ from icl_jax.tasks.prompts import attention_mask
 from icl_jax.tasks.prompts import num_tokens
 from icl_jax.tasks.prompts import predictions
 from icl_jax.tasks.prompts import tokens
+from icl_jax.tasks.curriculum import Curriculum
+from icl_jax.tasks.families import FAMILIES
+from icl_jax.tasks.families import Family
+from icl_jax.tasks.families import TaskOptions
+from icl_jax.tasks.prompts import labels

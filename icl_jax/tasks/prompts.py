@@ -10,7 +10,15 @@
   still a prediction at every position with exactly j-1 labelled examples behind it,
   but one attention layer can compare the query with the labelled context directly.
 
-Putting q_j before c_j makes every allowed key an earlier-or-equal position, so both
+`interleaved` (Garg et al.'s): 2T tokens x_1, y_1, x_2, y_2, ... with x tokens [x_j, 0] and
+  label tokens [0, label(y_j)], causal attention; the output at x_j predicts y_j. Like
+  gpicl it needs a previous-token circuit to pair x_j with y_j; unlike context_query it is
+  causal, so recurrent models serve it.
+
+Labels become features by their dtype: an integer class y is onehot(y, num_classes), a
+float regression target y is the single feature [y] (num_classes = 1 then).
+
+Putting q_j before c_j makes every allowed key an earlier-or-equal position, so all three
 masks are sub-masks of the causal one.
 """
 
@@ -23,14 +31,24 @@ import numpy as np
 from icl_jax.tasks.episode import Episode
 
 
+TWO_TOKEN_PROMPTS = ('context_query', 'interleaved')
+
+
 def num_tokens(prompt: str, seq_len: int) -> int:
-  return 2 * seq_len if prompt == 'context_query' else seq_len
+  return 2 * seq_len if prompt in TWO_TOKEN_PROMPTS else seq_len
+
+
+def labels(y_BxT: jax.Array, num_classes: int, dtype) -> jax.Array:
+  """label_BxTxC: onehot of class labels; a regression target as one feature (C = 1)."""
+  if jnp.issubdtype(y_BxT.dtype, jnp.floating):
+    return y_BxT[..., None].astype(dtype)
+  return jax.nn.one_hot(y_BxT, num_classes, dtype=dtype)
 
 
 def tokens(episode: Episode, num_classes: int, prompt: str) -> jax.Array:
-  """tokens_BxSxF with F = D + num_classes."""
+  """tokens_BxSxF with F = D + num_classes (num_classes = 1 for regression targets)."""
   x_BxTxD, y_BxT = episode
-  onehot_BxTxC = jax.nn.one_hot(y_BxT, num_classes, dtype=x_BxTxD.dtype)
+  onehot_BxTxC = labels(y_BxT, num_classes, x_BxTxD.dtype)
   if prompt == 'gpicl':
     prev_BxTxC = jnp.pad(onehot_BxTxC[:, :-1], ((0, 0), (1, 0), (0, 0)))
     return jnp.concatenate([x_BxTxD, prev_BxTxC], axis=-1)
@@ -39,6 +57,11 @@ def tokens(episode: Episode, num_classes: int, prompt: str) -> jax.Array:
     context_BxTxF = jnp.concatenate([x_BxTxD, onehot_BxTxC], axis=-1)
     b, t, f = query_BxTxF.shape
     return jnp.stack([query_BxTxF, context_BxTxF], axis=2).reshape(b, 2 * t, f)
+  if prompt == 'interleaved':
+    x_token_BxTxF = jnp.concatenate([x_BxTxD, jnp.zeros_like(onehot_BxTxC)], axis=-1)
+    y_token_BxTxF = jnp.concatenate([jnp.zeros_like(x_BxTxD), onehot_BxTxC], axis=-1)
+    b, t, f = x_token_BxTxF.shape
+    return jnp.stack([x_token_BxTxF, y_token_BxTxF], axis=2).reshape(b, 2 * t, f)
   raise ValueError(f'Unknown prompt format {prompt!r}.')
 
 
@@ -46,7 +69,7 @@ def attention_mask(prompt: str, seq_len: int) -> np.ndarray:
   """mask_SxS[i, j]: token i may attend to token j. Static, so it is a numpy constant."""
   s = num_tokens(prompt, seq_len)
   causal_SxS = np.tril(np.ones((s, s), dtype=bool))
-  if prompt == 'gpicl':
+  if prompt in ('gpicl', 'interleaved'):
     return causal_SxS
   is_context_S = np.arange(s) % 2 == 1
   return causal_SxS & (is_context_S[None, :] | np.eye(s, dtype=bool))
@@ -54,4 +77,4 @@ def attention_mask(prompt: str, seq_len: int) -> np.ndarray:
 
 def predictions(outputs_BxSxC: jax.Array, prompt: str) -> jax.Array:
   """The outputs that predict y_1..y_T: outputs_BxTxC."""
-  return outputs_BxSxC[:, ::2] if prompt == 'context_query' else outputs_BxSxC
+  return outputs_BxSxC[:, ::2] if prompt in TWO_TOKEN_PROMPTS else outputs_BxSxC
