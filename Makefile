@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= workdirs/gpicl_digits
 STAMP := $(VENV)/.installed
 
-.PHONY: run smoke test clean
+.PHONY: run smoke test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,18 @@ smoke: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# Short-budget benchmarks (a few minutes on 2 CPU cores): appends one JSON line per figure
+# to benchmarks/results/<host>.jsonl, then prints the latest results as markdown tables.
+BENCH_OUT ?= benchmarks/results/$(shell $(PYTHON) -c 'import platform; print(platform.node())').jsonl
+bench: $(STAMP)
+	mkdir -p benchmarks/results
+	$(PY) benchmarks/train_throughput.py --steps 10 --windows 3 --budget 20 >> $(BENCH_OUT)
+	$(PY) benchmarks/sampler_throughput.py --calls 10 --windows 3 --budget 3 >> $(BENCH_OUT)
+	$(PY) benchmarks/eval_throughput.py --calls 3 --windows 3 --budget 3 >> $(BENCH_OUT)
+	$(PY) benchmarks/sweep_scaling.py --workloads digits_w64 --runs 1,4,16 --steps 3 \
+	    --cpu_devices 1 >> $(BENCH_OUT)
+	$(PY) benchmarks/table.py $(BENCH_OUT)
 
 clean:
 	rm -rf $(VENV) workdirs

@@ -22,6 +22,10 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from icl_jax import runtime  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+runtime.configure()  # As the entry points do, before jax starts (see icl_jax/runtime.py).
 WORKLOADS = {  # experiments/phase_transition_digits.py points, by model width.
     'digits_w16': 16,
     'digits_w64': 64,

@@ -10,7 +10,11 @@ import os
 import re
 import sys
 
-from absl import app
+# Before anything starts JAX's backend: process settings (allocator) the project applies.
+from icl_jax import runtime
+runtime.configure()
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging
 import ml_collections

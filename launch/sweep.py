@@ -36,7 +36,11 @@ import subprocess
 import sys
 import time
 
-from absl import app
+# Before icl_jax.train imports jax: the project's process settings (see icl_jax/runtime.py).
+from icl_jax import runtime
+runtime.configure()
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging
 
