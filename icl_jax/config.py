@@ -81,6 +81,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.qkv_size = 32  # Per head.
   c.model.mlp_ratio = 4  # MLP hidden = mlp_ratio * width.
   c.model.positions = 'learned'  # Or 'none': order comes from the attention mask alone.
+  c.model.init_scale = 1.0  # lsa: scale of its initial projections (see models/lsa.py).
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1000
@@ -233,6 +234,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
            f'--config.task.prompt=gpicl or interleaved.')
   _require(m.positions in POSITIONS,
            f'config.model.positions={m.positions!r} is unknown; choose one of {POSITIONS}.')
+  _require(_is_number(m.init_scale) and 0 < m.init_scale < _F32_MAX,
+           f'config.model.init_scale must be a finite number > 0, got {m.init_scale!r}.')
   for field in ('width', 'depth', 'num_heads', 'qkv_size', 'mlp_ratio'):
     value = m[field]
     _require(_is_count(value),

@@ -45,7 +45,7 @@ def build(model_config: ml_collections.ConfigDict, *, in_features: int, out_feat
     return MLP(in_features, out_features, max_len, width=m.width, depth=m.depth, rngs=rngs)
   if m.name == 'lsa':
     return LSA(in_features, out_features, max_len, depth=m.depth, num_heads=m.num_heads,
-               qkv_size=m.qkv_size, rngs=rngs)
+               qkv_size=m.qkv_size, rngs=rngs, init_scale=m.get('init_scale', 1.0))
   raise ValueError(f'Unknown model {m.name!r}.')
 
 
