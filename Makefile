@@ -31,7 +31,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py --steps 10 --windows 3 --budget 20 >> $(BENCH_OUT)
 	$(PY) benchmarks/sampler_throughput.py --calls 10 --windows 3 --budget 3 >> $(BENCH_OUT)
 	$(PY) benchmarks/eval_throughput.py --calls 3 --windows 3 --budget 3 >> $(BENCH_OUT)
-	$(PY) benchmarks/sweep_scaling.py --workloads digits_w64 --runs 1,4,16 --steps 3 \
+	$(PY) benchmarks/sweep_scaling.py --workloads digits_w64,garg_tiny --runs 1,4,16 --steps 3 \
 	    --cpu_devices 1 >> $(BENCH_OUT)
 	$(PY) benchmarks/table.py $(BENCH_OUT)
 

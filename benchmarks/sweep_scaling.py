@@ -1,12 +1,13 @@
 r"""Vmapped sweep groups vs. the same runs one by one: run-steps per second.
 
-  python benchmarks/sweep_scaling.py [--workloads digits_w16,digits_w64] [--runs 1,4,16] \
+  python benchmarks/sweep_scaling.py [--workloads digits_w16,digits_w64,garg_tiny] [--runs 1,4,16] \
       [--steps 10] [--cpu_devices 1,2]
 
 Prints one JSON line per (workload, devices, R): the steady-state run-steps/s of one
 vmapped group of R runs (the program `launch.sweep --backend vmap` trains) and of one run
 alone (what R sequential runs each do; compile time excluded from both), and their ratio.
-The runs differ in seed and task.num_tasks, as in a phase-diagram sweep. `--cpu_devices`
+The digits runs differ in seed and task.num_tasks, as in a phase-diagram sweep; the
+garg_tiny runs (Garg et al.'s `tiny` linear regression) in seed and lr. `--cpu_devices`
 re-runs itself with XLA_FLAGS=--xla_force_host_platform_device_count=N, so the run axis of
 a group spreads over N CPU devices; on a GPU host it uses the GPUs there are.
 """
@@ -26,24 +27,42 @@ sys.path.insert(0, REPO)
 from icl_jax import runtime  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 runtime.configure()  # As the entry points do, before jax starts (see icl_jax/runtime.py).
-WORKLOADS = {  # experiments/phase_transition_digits.py points, by model width.
-    'digits_w16': 16,
-    'digits_w64': 64,
+
+
+def _digits(width):
+  """Phase-diagram points (experiments/phase_transition_digits.py) of one model width; the
+  runs differ in seed and task.num_tasks."""
+  def make(i):
+    sys.path.insert(0, os.path.join(REPO, 'experiments'))
+    import phase_transition_digits  # pylint: disable=g-import-not-at-top
+    c = phase_transition_digits.get_config(f'widths={width}')
+    c.seed, c.task.num_tasks = i, [16, 4096, -1, 1][i % 4]
+    return c
+  return make
+
+
+def _garg_tiny(i):
+  """Garg et al.'s `tiny` linear-regression workload (d = 20, 82 tokens, batch 64); the
+  runs differ in seed and learning rate, as in an lr sweep."""
+  from icl_jax import presets  # pylint: disable=g-import-not-at-top
+  c = presets.garg('linear', 'size=tiny,curriculum=0')
+  c.seed, c.train.lr = i, [1e-4, 3e-4, 1e-3, 3e-5][i % 4]
+  return c
+
+
+WORKLOADS = {
+    'digits_w16': _digits(16),
+    'digits_w64': _digits(64),
+    'garg_tiny': _garg_tiny,
 }
 
 
 def measure(workload: str, num_runs: int, steps: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
-  sys.path.insert(0, os.path.join(REPO, 'experiments'))
-  import phase_transition_digits  # pylint: disable=g-import-not-at-top
   from icl_jax import sharding, steps as steps_lib, train  # pylint: disable=g-import-not-at-top
 
   def run_steps_per_sec(r):
-    configs = []
-    for i in range(r):
-      c = phase_transition_digits.get_config(f'widths={WORKLOADS[workload]}')
-      c.seed, c.task.num_tasks = i, [16, 4096, -1, 1][i % 4]
-      configs.append(c)
+    configs = [WORKLOADS[workload](i) for i in range(r)]
     config = configs[0]
     train_ds, _ = train.load_splits(config)
     mesh = sharding.make_mesh(config.mesh, r)
