@@ -194,8 +194,6 @@ class Evaluator:
       out[eval_set.name] = {m: np.concatenate(jax.device_get(c)) for m, c in methods.items()}
     return out
 
-  correct = per_position  # The classification reading of the same call.
-
   def summary(self, params: Any, run: steps.Run) -> dict[str, float]:
     """'<set>/acc_first' and '<set>/acc_last' of the model ('<set>/err_first', '.../err_last'
     for regression), for logs and phase labels."""

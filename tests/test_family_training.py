@@ -169,3 +169,14 @@ def test_evaluation_refuses_other_datasets_and_unknown_estimators(linear_run):
     evaluate.evaluate_workdir(workdir, datasets=['mnist'], num_episodes=16)
   with pytest.raises(UserError, match='Unknown baselines .*sgd.* least_squares'):
     evaluate.evaluate_workdir(workdir, baseline_names=['sgd'], num_episodes=16)
+
+
+def test_curriculum_is_refused_where_it_does_nothing():
+  c = synthetic_config('parity')
+  c.task.curriculum.enabled = True
+  with pytest.raises(UserError, match="the 'parity' family does not use it"):
+    config_lib.validate(c)
+  c = synthetic_config('linear')
+  c.task.curriculum.points_start = 50
+  with pytest.raises(UserError, match='beyond config.task.dim=4 / seq_len=9'):
+    config_lib.validate(c)
