@@ -16,7 +16,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -95,3 +95,31 @@ def peak_dtype():
 
 def rounded(d: dict[str, Any], digits: int = 4) -> dict[str, Any]:
   return {k: (float(f'{v:.{digits}g}') if isinstance(v, float) else v) for k, v in d.items()}
+
+
+class GroupProgram(NamedTuple):
+  """One vmapped group as `icl_jax.train.train_group` builds it: step(state, *inputs)."""
+  step: Callable[..., Any]
+  state: Any
+  inputs: tuple[Any, ...]  # (runs, x_NxD, y_N)
+  spec: Any
+  mesh: Any
+
+
+def group_program(configs: Sequence[Any]) -> GroupProgram:
+  """The jit-ed group step of `configs` (one run or a sweep group), its initial state and
+  inputs, built from the framework's own pieces, so a benchmark times what users run."""
+  from icl_jax import sharding, steps, train  # pylint: disable=g-import-not-at-top
+  config = configs[0]
+  train_ds, _ = train.load_splits(config)
+  mesh = sharding.make_mesh(config.mesh, len(configs))
+  spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
+  init, abstract_state, _ = train.state_layout(config, spec, mesh)
+  run_sharded = sharding.run_sharded(mesh)
+  runs = sharding.put(steps.stack_runs([steps.run_values(c) for c in configs]), run_sharded)
+  group_sharding = jax.tree.map(lambda _: run_sharded, abstract_state)
+  state = jax.jit(jax.vmap(init), out_shardings=group_sharding)(runs.init_key)
+  inputs = (runs, sharding.put_replicated(train_ds.x_NxD, mesh),
+            sharding.put_replicated(train_ds.y_N, mesh))
+  return GroupProgram(train.make_group_step(config, spec, mesh, abstract_state), state, inputs,
+                      spec, mesh)

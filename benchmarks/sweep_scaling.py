@@ -23,10 +23,8 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-from icl_jax import runtime  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-runtime.configure()  # As the entry points do, before jax starts (see icl_jax/runtime.py).
+# Applies the project's runtime settings before jax starts, as the entry points do.
+import bench_common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _digits(width):
@@ -59,30 +57,17 @@ WORKLOADS = {
 
 def measure(workload: str, num_runs: int, steps: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
-  from icl_jax import sharding, steps as steps_lib, train  # pylint: disable=g-import-not-at-top
-
   def run_steps_per_sec(r):
-    configs = [WORKLOADS[workload](i) for i in range(r)]
-    config = configs[0]
-    train_ds, _ = train.load_splits(config)
-    mesh = sharding.make_mesh(config.mesh, r)
-    spec = steps_lib.make_spec(config, train_ds.num_features, train_ds.num_classes)
-    init, abstract_state, _ = train.state_layout(config, spec, mesh)
-    runs = sharding.put(steps_lib.stack_runs([steps_lib.run_values(c) for c in configs]),
-                        sharding.run_sharded(mesh))
-    group_sharding = jax.tree.map(lambda _: sharding.run_sharded(mesh), abstract_state)
-    state = jax.jit(jax.vmap(init), out_shardings=group_sharding)(runs.init_key)
-    x_NxD = sharding.put_replicated(train_ds.x_NxD, mesh)
-    y_N = sharding.put_replicated(train_ds.y_N, mesh)
-    step = train.make_group_step(config, spec, mesh, abstract_state)
+    program = bench_common.group_program([WORKLOADS[workload](i) for i in range(r)])
+    state = program.state
     for _ in range(2):  # Compile and warm up.
-      state, metrics = step(state, runs, x_NxD, y_N)
+      state, metrics = program.step(state, *program.inputs)
     jax.block_until_ready(metrics)
     start = time.perf_counter()
     for _ in range(steps):
-      state, metrics = step(state, runs, x_NxD, y_N)
+      state, metrics = program.step(state, *program.inputs)
     jax.block_until_ready((state, metrics))
-    return r * steps / (time.perf_counter() - start), dict(mesh.shape)
+    return r * steps / (time.perf_counter() - start), dict(program.mesh.shape)
 
   alone, _ = run_steps_per_sec(1)
   grouped, mesh_shape = run_steps_per_sec(num_runs)

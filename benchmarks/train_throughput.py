@@ -17,10 +17,7 @@ Every config runs the framework's own step: `train.make_group_step` around
                          curriculum: the final, largest shapes), GPT-2-style pre-LN
                          Transformer with learned positions, width 64 / 2 layers / 2 heads
                          and width 256 / 4 layers / 4 heads, MLP 4x, one output, MSE.
-                         Built from `icl_jax.presets.garg` when this checkout has the
-                         regression families; otherwise from the same model and optimizer
-                         directly (`"path": "direct"` in the record, clearly not the
-                         framework's step).
+                         Built from `icl_jax.presets.garg`.
   gpicl_paper            the GPICL paper's model and batch: width 256, 4 layers, 8 heads of
                          32, T = 100 (the paper's prompt), batch 128, on the embedded 8x8
                          digits (D = 64; MNIST's 784 inputs change only the read-in layer).
@@ -32,7 +29,6 @@ scales it to this machine's measured peak.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 
@@ -40,24 +36,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_common as common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 import ml_collections  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from icl_jax import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from icl_jax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
-from icl_jax import steps as steps_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from icl_jax import tasks  # pylint: disable=g-import-not-at-top,wrong-import-position
-from icl_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # The calibration machine's figures from the issue (PyTorch + HF GPT-2, oneDNN, 2 cores).
 REFERENCE = {'garg_tiny': 17.3, 'garg_small': 1.55}
 REFERENCE_PEAK = 283e9
 GARG_SIZES = {'garg_tiny': (64, 2, 2), 'garg_small': (256, 4, 4)}
 GARG_DIM, GARG_POINTS, GARG_BATCH, GARG_LR = 20, 41, 64, 1e-4
-
-
-def has_regression_families() -> bool:
-  return 'interleaved' in config_lib.PROMPTS and 'linear' in config_lib.TASK_FAMILIES
 
 
 def garg_config(name: str) -> ml_collections.ConfigDict:
@@ -107,82 +95,22 @@ def model_flops(config: ml_collections.ConfigDict, in_features: int, out_feature
 def framework_step(config: ml_collections.ConfigDict):
   """(step(i) -> metrics, num_features, num_classes): the group step of `icl_jax.train`."""
   config_lib.validate(config, jax.device_count(), 1)
-  train_ds, _ = train.load_splits(config)
-  mesh = sharding.make_mesh(config.mesh, 1)
-  spec = steps_lib.make_spec(config, train_ds.num_features, train_ds.num_classes)
-  init, abstract_state, _ = train.state_layout(config, spec, mesh)
-  runs = sharding.put(steps_lib.stack_runs([steps_lib.run_values(config)]),
-                      sharding.run_sharded(mesh))
-  group_sharding = jax.tree.map(lambda _: sharding.run_sharded(mesh), abstract_state)
-  state = jax.jit(jax.vmap(init), out_shardings=group_sharding)(runs.init_key)
-  x_NxD = sharding.put_replicated(train_ds.x_NxD, mesh)
-  y_N = sharding.put_replicated(train_ds.y_N, mesh)
-  step = train.make_group_step(config, spec, mesh, abstract_state)
-  holder = {'state': state}
+  program = common.group_program([config])
+  holder = {'state': program.state}
 
   def run(i):
     del i  # The step counter lives in the state.
-    holder['state'], metrics = step(holder['state'], runs, x_NxD, y_N)
+    holder['state'], metrics = program.step(holder['state'], *program.inputs)
     return metrics
 
-  return run, spec.num_features + spec.num_classes, spec.num_classes
-
-
-def direct_garg_step(name: str):
-  """Garg's step built from icl_jax.models.Transformer + optax.adam, for checkouts without
-  the framework's regression families (labelled `"path": "direct"`)."""
-  import optax  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from icl_jax import models  # pylint: disable=g-import-not-at-top
-  width, depth, heads = GARG_SIZES[name]
-  d, t, b = GARG_DIM, GARG_POINTS, GARG_BATCH
-  model = models.Transformer(d + 1, 1, 2 * t, width=width, depth=depth, num_heads=heads,
-                             qkv_size=width // heads, mlp_ratio=4, rngs=nnx.Rngs(0))
-  graphdef, params = nnx.split(model, nnx.Param)
-  params = nnx.to_pure_dict(params)
-  tx = optax.adam(GARG_LR)
-  mask_SxS = jnp.tril(jnp.ones((2 * t, 2 * t), bool))
-
-  @functools.partial(jax.jit, donate_argnums=(0, 1))
-  def step(params, opt_state, i):
-    key_x, key_w = jax.random.split(jax.random.fold_in(jax.random.key(0), i))
-    x_BxTxD = jax.random.normal(key_x, (b, t, d))
-    y_BxT = jnp.einsum('btd,bd->bt', x_BxTxD, jax.random.normal(key_w, (b, d)))
-    x_tok = jnp.concatenate([x_BxTxD, jnp.zeros((b, t, 1))], -1)
-    y_tok = jnp.concatenate([jnp.zeros((b, t, d)), y_BxT[..., None]], -1)
-    tokens_BxSxF = jnp.stack([x_tok, y_tok], 2).reshape(b, 2 * t, d + 1)
-
-    def loss_fn(p):
-      pred_BxT = nnx.merge(graphdef, p)(tokens_BxSxF, mask_SxS)[:, ::2, 0]
-      return jnp.mean(jnp.square(pred_BxT - y_BxT))
-
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  holder = {'p': params, 'o': tx.init(params)}
-
-  def run(i):
-    holder['p'], holder['o'], loss = step(holder['p'], holder['o'], jnp.int32(i))
-    return loss
-
-  config = config_lib.base_config()
-  config.task.seq_len, config.task.prompt = t, 'context_query'  # 2T tokens, like interleaved.
-  config.model.width, config.model.depth, config.model.num_heads = width, depth, heads
-  config.model.qkv_size, config.model.mlp_ratio = width // heads, 4
-  config.train.batch_size = b
-  return run, config, d + 1, 1
+  return run, program.spec.num_features + program.spec.num_classes, program.spec.num_classes
 
 
 def measure(name: str, args, peak: float) -> dict:
   path = 'framework'
   if name in GARG_SIZES:
-    if has_regression_families():
-      config = garg_config(name)
-      run, in_features, out_features = framework_step(config)
-    else:
-      path = 'direct'
-      run, config, in_features, out_features = direct_garg_step(name)
+    config = garg_config(name)
+    run, in_features, out_features = framework_step(config)
   elif name == 'gpicl_paper':
     config = gpicl_paper_config()
     run, in_features, out_features = framework_step(config)
