@@ -224,6 +224,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   _require(_is_number(t.bias_fraction) and 0.0 <= t.bias_fraction <= 1.0,
            f'config.task.bias_fraction must be a number in [0, 1], got {t.bias_fraction!r}.')
 
+  _require(not t.curriculum.enabled or t.family in REGRESSION_FAMILIES,
+           f'config.task.curriculum is Garg et al.\'s schedule for the regression families; '
+           f'the {t.family!r} family does not use it. Set config.task.curriculum.enabled=False.')
   if t.family != 'projected':
     _validate_synthetic_task(t, config.eval)
 
@@ -328,9 +331,6 @@ def _validate_synthetic_task(t: ml_collections.ConfigDict, e: ml_collections.Con
     _require(_is_count(cur[field], minimum=0),
              f'config.task.curriculum.{field} must be an integer >= 0, got {cur[field]!r}.')
   if cur.enabled:
-    _require(t.family in REGRESSION_FAMILIES,
-             f'config.task.curriculum is Garg et al.\'s schedule for the regression families; '
-             f'the {t.family!r} family does not use it. Set config.task.curriculum.enabled=False.')
     _require(cur.dim_start <= t.dim and cur.points_start <= t.seq_len,
              f'config.task.curriculum starts at dim {cur.dim_start} and {cur.points_start} '
              f'points, beyond config.task.dim={t.dim} / seq_len={t.seq_len} where it ends; '

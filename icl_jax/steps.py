@@ -142,9 +142,7 @@ def make_spec(config: ml_collections.ConfigDict, num_features: int, num_classes:
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_fn(rngs=nnx.Rngs(0))))
   return Spec(prompt=config.task.prompt, num_features=num_features, num_classes=num_classes,
               seq_len=config.task.seq_len, graphdef=graphdef, family=config.task.family,
-              options=task_options(config),
-              curriculum=tasks.Curriculum.from_config(config.task)
-              if config.task.family != 'projected' else None)
+              options=task_options(config), curriculum=tasks.Curriculum.from_config(config.task))
 
 
 def make_optimizer(train_config: ml_collections.ConfigDict,

@@ -176,6 +176,10 @@ def test_curriculum_is_refused_where_it_does_nothing():
   c.task.curriculum.enabled = True
   with pytest.raises(UserError, match="the 'parity' family does not use it"):
     config_lib.validate(c)
+  c = config_lib.base_config()
+  c.task.curriculum.enabled = True
+  with pytest.raises(UserError, match="the 'projected' family does not use it"):
+    config_lib.validate(c)
   c = synthetic_config('linear')
   c.task.curriculum.points_start = 50
   with pytest.raises(UserError, match='beyond config.task.dim=4 / seq_len=9'):
