@@ -45,7 +45,7 @@ def check_causal_mask(model_name: str, mask_SxS: jax.Array, seq_len: int) -> Non
     raise ValueError(
         f'The {model_name} model is recurrent and can only serve the full causal mask; this '
         f'one hides some earlier tokens (as the context_query prompt does). Use '
-        f'--config.task.prompt=gpicl.')
+        f'--config.task.prompt=gpicl or interleaved.')
 
 
 def _forget_bias_one(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
