@@ -336,14 +336,14 @@ def _validate_synthetic_task(t: ml_collections.ConfigDict, e: ml_collections.Con
              f'points, beyond config.task.dim={t.dim} / seq_len={t.seq_len} where it ends; '
              f'lower the start values.')
   regression = t.family in REGRESSION_FAMILIES
-  shifts = tuple(e.get('x_scales', ())) + tuple(e.get('x_shifts', ()))
+  shifts = tuple(e.x_scales) + tuple(e.x_shifts)
   _require(regression or not shifts,
            f'config.eval.x_scales / x_shifts shift the inputs of regression families; the '
            f'{t.family!r} family has none. Leave them empty.')
   _require(all(_is_number(v) and math.isfinite(v) for v in shifts) and
-           all(v > 0 for v in e.get('x_scales', ())),
+           all(v > 0 for v in e.x_scales),
            f'config.eval.x_scales must be numbers > 0 and x_shifts finite numbers, got '
-           f'{tuple(e.get("x_scales", ()))} and {tuple(e.get("x_shifts", ()))}.')
+           f'{tuple(e.x_scales)} and {tuple(e.x_shifts)}.')
 
 
 def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int,

@@ -105,7 +105,7 @@ def make_eval_sets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                       f'be meta-tested on datasets {extra}. Drop --datasets.')
     base = steps.task_options(config)
     for field in ('x_scale', 'x_shift'):
-      for value in config.eval.get(field + 's', ()):
+      for value in config.eval[field + 's']:
         sets.append(EvalSet(f'{UNSEEN}:{field}={value:g}', sets[1].x_NxD, sets[1].y_N,
                             unseen=True, options=dataclasses.replace(base, **{field: value})))
     return sets
