@@ -14,6 +14,8 @@ from typing import Any
 import ml_collections
 
 from icl_jax.errors import UserError
+from icl_jax.fields import INFINITE_TASKS
+from icl_jax.fields import is_number
 
 PROMPTS = ('gpicl', 'context_query', 'interleaved')
 # 'projected' is GPICL's (a TFDS dataset under task projections); the others are synthetic
@@ -27,7 +29,6 @@ CAUSAL_ONLY_MODELS = ('lstm', 'outer_lstm')
 CAUSAL_PROMPTS = ('gpicl', 'interleaved')
 SCHEDULES = ('constant', 'cosine')
 POSITIONS = ('learned', 'none')
-INFINITE_TASKS = -1
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -176,8 +177,6 @@ def _is_int(x: Any) -> bool:
   return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _is_number(x: Any) -> bool:  # bool is an int in Python, but never a valid number here.
-  return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _is_count(x: Any, minimum: int = 1) -> bool:
@@ -218,10 +217,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   _require(_is_count(t.seq_len),
            f'config.task.seq_len must be an integer in [1, 2**31), got {t.seq_len!r}.')
   _require(t.prompt in PROMPTS, f'config.task.prompt={t.prompt!r} is unknown; choose one of {PROMPTS}.')
-  _require(_is_number(t.proj_scale) and 0 < t.proj_scale <= _F32_MAX,
+  _require(is_number(t.proj_scale) and 0 < t.proj_scale <= _F32_MAX,
            f'config.task.proj_scale must be a number in (0, {_F32_MAX:.3g}] (finite in '
            f'float32), got {t.proj_scale!r}.')
-  _require(_is_number(t.bias_fraction) and 0.0 <= t.bias_fraction <= 1.0,
+  _require(is_number(t.bias_fraction) and 0.0 <= t.bias_fraction <= 1.0,
            f'config.task.bias_fraction must be a number in [0, 1], got {t.bias_fraction!r}.')
 
   _require(not t.curriculum.enabled or t.family in REGRESSION_FAMILIES,
@@ -237,7 +236,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
            f'--config.task.prompt=gpicl or interleaved.')
   _require(m.positions in POSITIONS,
            f'config.model.positions={m.positions!r} is unknown; choose one of {POSITIONS}.')
-  _require(_is_number(m.init_scale) and 0 < m.init_scale < _F32_MAX,
+  _require(is_number(m.init_scale) and 0 < m.init_scale < _F32_MAX,
            f'config.model.init_scale must be a finite number > 0, got {m.init_scale!r}.')
   for field in ('width', 'depth', 'num_heads', 'qkv_size', 'mlp_ratio'):
     value = m[field]
@@ -254,14 +253,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
            f'{tr.warmup_steps!r}.')
   for field in ('lr', 'eps'):
     value = tr[field]
-    _require(_is_number(value) and math.isfinite(value) and _F32_MIN <= value <= _F32_MAX,
+    _require(is_number(value) and math.isfinite(value) and _F32_MIN <= value <= _F32_MAX,
              f'config.train.{field} must be a finite number > 0 (in float32: between '
              f'{_F32_MIN:.3g} and {_F32_MAX:.3g}), got {value!r}.')
   for field in ('b1', 'b2'):
     value = tr[field]
-    _require(_is_number(value) and 0.0 <= value < 1.0,
+    _require(is_number(value) and 0.0 <= value < 1.0,
              f'config.train.{field} must be a number in [0, 1), got {value!r}.')
-  _require(_is_number(tr.grad_clip) and tr.grad_clip >= 0,
+  _require(is_number(tr.grad_clip) and tr.grad_clip >= 0,
            f'config.train.grad_clip must be >= 0 (0 disables clipping), got {tr.grad_clip!r}.')
   _require(tr.schedule in SCHEDULES,
            f'config.train.schedule={tr.schedule!r} is unknown; choose one of {SCHEDULES}.')
@@ -314,11 +313,11 @@ def _validate_synthetic_task(t: ml_collections.ConfigDict, e: ml_collections.Con
   _require(t.family != 'recall' or t.num_classes >= 2,
            f'config.task.num_classes must be >= 2 for recall, got {t.num_classes!r}.')
   for field in ('noise_std', 'x_shift', 'x_low', 'x_high'):
-    _require(_is_number(t[field]) and math.isfinite(t[field]),
+    _require(is_number(t[field]) and math.isfinite(t[field]),
              f'config.task.{field} must be a finite number, got {t[field]!r}.')
   _require(t.noise_std >= 0, f'config.task.noise_std must be >= 0, got {t.noise_std!r}.')
   for field in ('x_scale', 'length_scale'):
-    _require(_is_number(t[field]) and 0 < t[field] < _F32_MAX,
+    _require(is_number(t[field]) and 0 < t[field] < _F32_MAX,
              f'config.task.{field} must be a finite number > 0, got {t[field]!r}.')
   _require(t.x_low < t.x_high,
            f'config.task.x_low={t.x_low} must be below config.task.x_high={t.x_high}.')
@@ -340,7 +339,7 @@ def _validate_synthetic_task(t: ml_collections.ConfigDict, e: ml_collections.Con
   _require(regression or not shifts,
            f'config.eval.x_scales / x_shifts shift the inputs of regression families; the '
            f'{t.family!r} family has none. Leave them empty.')
-  _require(all(_is_number(v) and math.isfinite(v) for v in shifts) and
+  _require(all(is_number(v) and math.isfinite(v) for v in shifts) and
            all(v > 0 for v in e.x_scales),
            f'config.eval.x_scales must be numbers > 0 and x_shifts finite numbers, got '
            f'{tuple(e.x_scales)} and {tuple(e.x_shifts)}.')
@@ -361,18 +360,6 @@ def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int,
   if data == -1:
     data = max(num_devices // run, 1)
   return run, data
-
-
-def flatten(config: ml_collections.ConfigDict | dict, prefix: str = '') -> dict[str, Any]:
-  """{'model.width': 64, ...}; tuples become lists, so stored (JSON) and live configs compare."""
-  out = {}
-  items = config.items() if isinstance(config, dict) else to_dict(config).items()
-  for k, v in items:
-    if isinstance(v, dict):
-      out.update(flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = list(v) if isinstance(v, tuple) else v
-  return out
 
 
 def to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:

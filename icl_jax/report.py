@@ -35,7 +35,7 @@ from icl_jax import metrics as metrics_lib
 from icl_jax.errors import UserError
 from icl_jax.sweep import POINT_FILE
 from icl_jax.sweep import SWEEP_FILE
-from icl_jax.train import STATUS_FILE
+from icl_jax.status import STATUS_FILE
 
 LOG_FILE = 'log.txt'  # A point's own log, if it has one (the launcher's is in status.json).
 CSV_FILE = 'summary.csv'

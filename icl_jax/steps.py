@@ -20,26 +20,12 @@ import numpy as np
 import optax
 from flax import nnx
 
-from icl_jax import config as config_lib
+from icl_jax import fields as fields_lib
 from icl_jax import models
 from icl_jax import rng
 from icl_jax import tasks
 
 State = dict[str, Any]  # {'step': int32[], 'params': pure dict, 'opt_state': optax state}
-
-# Hyperparameters that are values, not shapes: name in `Run.hparams` -> config field.
-HPARAM_FIELDS = {
-    'num_tasks': 'task.num_tasks',
-    'proj_scale': 'task.proj_scale',
-    'bias_fraction': 'task.bias_fraction',
-    'lr': 'train.lr',
-    'b1': 'train.b1',
-    'b2': 'train.b2',
-    'eps': 'train.eps',
-}
-# Config fields in which the runs of one vmapped group may differ; all others are shared.
-VALUE_FIELDS = ('seed',) + tuple(HPARAM_FIELDS.values())
-
 
 class Run(NamedTuple):
   """The per-run values of a workload; leaves get a leading run axis in a sweep group."""
@@ -51,11 +37,11 @@ class Run(NamedTuple):
 
 
 def run_values(config: ml_collections.ConfigDict) -> Run:
-  """The run's keys (from its seed) and HPARAM_FIELDS, as arrays."""
-  fields = config_lib.flatten(config)
+  """The run's keys (from its seed) and fields.HPARAM_FIELDS, as arrays."""
+  fields = fields_lib.flatten(config)
   # num_tasks = -1 (infinite) stays an integer: the sampler handles it.
   hparams = {name: (np.int32 if name == 'num_tasks' else np.float32)(fields[path])
-             for name, path in HPARAM_FIELDS.items()}
+             for name, path in fields_lib.HPARAM_FIELDS.items()}
   return Run(rng.key(config.seed, rng.INIT), rng.key(config.seed, rng.DATA),
              rng.key(config.seed, rng.TASKS), rng.key(config.seed, rng.EVAL), hparams)
 

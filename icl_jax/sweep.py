@@ -14,7 +14,7 @@ its points again, and changing what a point trains gives it a new directory inst
 clobbering the old one.
 
 Points that share every static field (shapes, step counts, schedules) and differ only in
-values (`steps.VALUE_FIELDS`: seed, task pool size, optimizer hyperparameters, ...) form a
+values (`fields.VALUE_FIELDS`: seed, task pool size, optimizer hyperparameters, ...) form a
 group, which `train.train_group` trains as one vmapped program.
 """
 
@@ -32,15 +32,13 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
-from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import config as config_lib
+from icl_jax import fields as fields_lib
 from icl_jax import files
-from icl_jax import train
+from icl_jax import status as status_lib
 from icl_jax.errors import UserError
 
-SWEEP_FILE = 'sweep.json'  # The latest launch's manifest (points and groups).
-POINT_FILE = 'point.json'
-LAUNCH_DIR = 'launches'  # One manifest per launch, which its workers read.
+SWEEP_FILE, POINT_FILE, LAUNCH_DIR = status_lib.SWEEP_FILE, status_lib.POINT_FILE, status_lib.LAUNCH_DIR
 _MAX_NAME_CHARS = 96  # Readable part of a workdir name; the hash keeps it unique.
 
 
@@ -127,7 +125,7 @@ def _format(value: Any) -> str:
 
 def workdir_name(name: str, config: ml_collections.ConfigDict) -> str:
   """Readable name plus a hash of everything a resumed run may not change."""
-  kept = {k: v for k, v in config_lib.flatten(config).items() if not train.is_resumable(k)}
+  kept = fields_lib.workdir_fields(config)
   digest = hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:8]
   readable = re.sub(r'[^A-Za-z0-9.=,_+-]', '_', name.replace('task.', '').replace('model.', ''))
   readable = readable[:_MAX_NAME_CHARS] or 'point'
@@ -173,20 +171,11 @@ def expand(config_arg: str, root: str,
 # Groups and status
 # ---------------------------------------------------------------------------------------
 def static_key(config: ml_collections.ConfigDict) -> str:
-  """What the points of one vmapped group share: every field but steps.VALUE_FIELDS."""
-  return json.dumps(train.static_fields(config), sort_keys=True, default=str)
+  """What the points of one vmapped group share: every field but fields.VALUE_FIELDS."""
+  return json.dumps(fields_lib.static_fields(config), sort_keys=True, default=str)
 
 
-def latest_step(workdir: str) -> int:
-  """The newest checkpoint step on disk (0 if none), without opening orbax.
-
-  Orbax names complete steps `<step>` and writes them under a temporary name first.
-  """
-  try:
-    names = os.listdir(checkpoint_lib.directory(workdir))
-  except OSError:
-    return 0
-  return max((int(n) for n in names if n.isdigit()), default=0)
+latest_step = status_lib.latest_checkpoint_step
 
 
 def make_groups(points: Sequence[Point], max_group_size: int | None = None) -> list[list[Point]]:
@@ -214,14 +203,7 @@ def make_groups(points: Sequence[Point], max_group_size: int | None = None) -> l
 
 def point_status(point: Point) -> str:
   """'done' (trained to its steps), 'failed', 'running' (has checkpoints) or 'pending'."""
-  status = train.read_status(point.workdir)
-  if status and status['status'] == 'done' and status['step'] >= point.config.train.steps:
-    return 'done'
-  if status and status['status'] == 'failed':
-    return 'failed'
-  if os.path.isdir(checkpoint_lib.directory(point.workdir)):
-    return 'running'
-  return 'pending'
+  return status_lib.run_state(point.workdir, point.config.train.steps)
 
 
 def write_manifest(root: str, config_arg: str, points: Sequence[Point],
@@ -235,7 +217,7 @@ def write_manifest(root: str, config_arg: str, points: Sequence[Point],
   root = os.path.abspath(root)
   for p in points:
     files.write_json(os.path.join(p.workdir, POINT_FILE),
-               {'name': p.name, 'overrides': p.overrides, 'config': config_lib.to_dict(p.config)})
+               {'name': p.name, 'overrides': p.overrides, 'config': p.config.to_dict()})
   launch_id = time.strftime('%Y%m%d-%H%M%S') + f'-{os.getpid()}'
   manifest = {
       'launch': launch_id, 'experiment': split_config_arg(config_arg)[0],

@@ -5,7 +5,6 @@ Reads top to bottom: config, mesh, input, model and state, checkpoint, steps, lo
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
@@ -23,21 +22,15 @@ from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import config as config_lib
 from icl_jax import data
 from icl_jax import evaluate
-from icl_jax import files
+from icl_jax import fields as fields_lib
 from icl_jax import metrics as metrics_lib
 from icl_jax import models
 from icl_jax import rng
 from icl_jax import sharding
+from icl_jax import status as status_lib
 from icl_jax import steps
 from icl_jax import tasks
 from icl_jax.errors import UserError
-
-# Fields a resumed run may change: they alter how long it runs and what it reports, not
-# what it learns from step to step.
-RESUMABLE_FIELDS = ('train.steps', 'train.log_every_steps', 'train.eval_every_steps',
-                    'train.checkpoint_every_steps', 'train.keep_checkpoints', 'eval.',
-                    'mesh.', 'data.data_dir')
-
 
 def is_due(step: int, every_steps: int, last_step: int) -> bool:
   """The one rule for periodic actions: every `every_steps` steps and at the last step."""
@@ -142,19 +135,6 @@ def check_workdir_writable(workdir: str) -> None:
                     f'Pass a --workdir you can write to, with free disk space.') from None
 
 
-def incompatible_fields(stored: ml_collections.ConfigDict,
-                        current: ml_collections.ConfigDict) -> list[str]:
-  """Dotted names of fields that differ and that a resumed run may not change."""
-  a, b = config_lib.flatten(stored), config_lib.flatten(current)
-  differing = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-  return [k for k in differing if not is_resumable(k)]
-
-
-def is_resumable(field: str) -> bool:
-  """Whether a resumed run may change this dotted config field (see RESUMABLE_FIELDS)."""
-  return any(field == f or (f.endswith('.') and field.startswith(f)) for f in RESUMABLE_FIELDS)
-
-
 # ---------------------------------------------------------------------------------------
 # Groups: runs that share one compiled program
 # ---------------------------------------------------------------------------------------
@@ -180,16 +160,6 @@ def make_group_step(config: ml_collections.ConfigDict, spec: steps.Spec,
       donate_argnums=0)
 
 
-def static_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Every field but steps.VALUE_FIELDS: runs equal in these share one compiled program."""
-  return {k: v for k, v in config_lib.flatten(config).items() if k not in steps.VALUE_FIELDS}
-
-
-def static_differences(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> list[str]:
-  fa, fb = static_fields(a), static_fields(b)
-  return [k for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
-
-
 def check_run(config: ml_collections.ConfigDict, workdir: str) -> checkpoint_lib.Checkpointer:
   """The run's Checkpointer, after checking that its workdir is writable and holds nothing
   but this run (UserError otherwise): cheap, nothing is loaded or compiled."""
@@ -197,7 +167,7 @@ def check_run(config: ml_collections.ConfigDict, workdir: str) -> checkpoint_lib
   ckpt = checkpoint_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
   latest, stored_config = ckpt.latest_config()  # Newest readable; (None, None) if fresh.
   if latest is not None:
-    bad = incompatible_fields(stored_config, config)
+    bad = fields_lib.incompatible_fields(stored_config, config)
     if bad:
       ckpt.close()
       raise UserError(
@@ -210,17 +180,6 @@ def check_run(config: ml_collections.ConfigDict, workdir: str) -> checkpoint_lib
 # ---------------------------------------------------------------------------------------
 # Train and evaluate
 # ---------------------------------------------------------------------------------------
-STATUS_FILE = 'status.json'
-
-
-@dataclasses.dataclass
-class RunResult:
-  workdir: str
-  step: int
-  summary: dict[str, float]
-  error: str | None = None  # Why the run stopped early (divergence), else None.
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains to config.train.steps (resuming from the workdir's latest checkpoint) and
   returns the final seen/unseen accuracy summary."""
@@ -231,7 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def train_group(configs: Sequence[ml_collections.ConfigDict],
-                workdirs: Sequence[str]) -> list[RunResult]:
+                workdirs: Sequence[str]) -> list[status_lib.RunResult]:
   """Trains runs that share every static field as one vmapped, jit-ed program.
 
   The state gets a leading run axis, split over the mesh's `run` axis; each run keeps its
@@ -247,10 +206,10 @@ def train_group(configs: Sequence[ml_collections.ConfigDict],
     config_lib.validate(config, jax.device_count(), num_runs)
   config = configs[0]  # Every static field is the same in all of them.
   for other, workdir in zip(configs[1:], workdirs[1:]):
-    differ = static_differences(config, other)
+    differ = fields_lib.static_differences(config, other)
     if differ:
       raise UserError(f'Run {workdir!r} cannot join a vmapped group with {workdirs[0]!r}: '
-                      f'they differ in {", ".join(differ)}; only {", ".join(steps.VALUE_FIELDS)} '
+                      f'they differ in {", ".join(differ)}; only {", ".join(fields_lib.VALUE_FIELDS)} '
                       f'may differ within a group. Train them in separate groups.')
   if len(set(map(os.path.abspath, workdirs))) < num_runs:
     raise UserError(f'Two runs of a group share a workdir: {list(workdirs)}. Give each its own.')
@@ -321,7 +280,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict],
         errors[r] = (step, _divergence_message(step, m, ckpts[r]))
         # Now, not at the end: a launcher that finds the group killed later must not
         # regroup this run with the others (it would hold them back at its last step).
-        write_status(RunResult(os.path.abspath(workdirs[r]), step, {}, errors[r][1]))
+        write_status(status_lib.RunResult(os.path.abspath(workdirs[r]), step, {}, errors[r][1]))
         continue
       history[r].append(m)
       if log_due:
@@ -372,8 +331,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict],
       ckpt.wait()  # Saves in flight complete, so the last good checkpoint is whole.
       ckpt.close()
 
-  results = [RunResult(os.path.abspath(w), errors[r][0], {}, errors[r][1]) if r in errors else
-             RunResult(os.path.abspath(w), max(start, total), summaries[r])
+  results = [status_lib.RunResult(os.path.abspath(w), errors[r][0], {}, errors[r][1]) if r in errors else
+             status_lib.RunResult(os.path.abspath(w), max(start, total), summaries[r])
              for r, w in enumerate(workdirs)]
   seconds = time.perf_counter() - began
   count = steps.num_params(abstract_state['params'])
@@ -395,13 +354,6 @@ def _divergence_message(step: int, m: dict[str, float], ckpt: checkpoint_lib.Che
           'then rerun (a resumable config change needs a new --workdir).')
 
 
-def write_status(result: RunResult, **extra: Any) -> None:
-  """`<workdir>/status.json`: done or failed, with the final summary (process 0)."""
+def write_status(result: status_lib.RunResult, **extra: Any) -> None:
   if jax.process_index() == 0:
-    files.write_json(os.path.join(result.workdir, STATUS_FILE), {
-        'status': 'failed' if result.error else 'done', 'step': result.step,
-        'summary': result.summary, 'error': result.error, **extra})
-
-
-def read_status(workdir: str) -> dict[str, Any] | None:
-  return files.read_json(os.path.join(workdir, STATUS_FILE))
+    status_lib.write(result, **extra)

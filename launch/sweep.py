@@ -9,7 +9,7 @@ checkpoints. --config.path=value overrides apply to every point.
 
 Backends (--backend):
   vmap    (default) points that differ only in values (seed, task.num_tasks, lr, ...; see
-          icl_jax/steps.py VALUE_FIELDS) train as one vmapped program per group, over all
+          icl_jax/fields.py VALUE_FIELDS) train as one vmapped program per group, over all
           devices of all processes (mesh axes run x data); groups run one after another.
   local   each point alone; --parallel N runs N at once (each sees one GPU via
           CUDA_VISIBLE_DEVICES on GPU hosts).
@@ -46,6 +46,7 @@ from absl import logging
 
 from icl_jax import files
 from icl_jax import main as main_lib
+from icl_jax import status as status_lib
 from icl_jax import sweep as sweep_lib
 from icl_jax import train
 from icl_jax.errors import UserError
@@ -94,7 +95,8 @@ def run_group(root: str, launch_id: str, index: int) -> int:
       train.check_run(p.config, p.workdir).close()
       usable.append(p)
     except UserError as e:
-      train.write_status(train.RunResult(p.workdir, sweep_lib.latest_step(p.workdir), {}, str(e)))
+      train.write_status(status_lib.RunResult(p.workdir, sweep_lib.latest_step(p.workdir), {},
+                                              str(e)))
       print(f'error: {p.name}: {e}', file=sys.stderr)
   if not usable:
     return 0
@@ -102,7 +104,8 @@ def run_group(root: str, launch_id: str, index: int) -> int:
     results = train.train_group([p.config for p in usable], [p.workdir for p in usable])
   except UserError as e:  # Shared by the whole group (e.g. the dataset is not prepared).
     for p in usable:
-      train.write_status(train.RunResult(p.workdir, sweep_lib.latest_step(p.workdir), {}, str(e)))
+      train.write_status(status_lib.RunResult(p.workdir, sweep_lib.latest_step(p.workdir), {},
+                                              str(e)))
     print(f'error: {e}', file=sys.stderr)
     return 0
   for r in results:
@@ -180,7 +183,7 @@ def report_group(points: list[sweep_lib.Point], returncode: int | str, log: str)
   """
   failed = 0
   for p in points:
-    status = train.read_status(p.workdir)
+    status = status_lib.read(p.workdir)
     if status is None:
       if returncode == 0:
         continue
@@ -190,7 +193,7 @@ def report_group(points: list[sweep_lib.Point], returncode: int | str, log: str)
       continue
     if status.get('log') != log:
       status['log'] = log
-      files.write_json(os.path.join(p.workdir, train.STATUS_FILE), status)
+      files.write_json(os.path.join(p.workdir, status_lib.STATUS_FILE), status)
     print(f'FAILED {p.name}: {status["error"]} (log: {log})', file=sys.stderr)
     failed += 1
   return failed
@@ -305,10 +308,7 @@ def launch(argv: list[str]) -> int:
     return 0
   launch_id = sweep_lib.write_manifest(root, config_arg, points, groups, _BACKEND.value)
   for p in todo:  # Being (re)trained: an old status would mask a crash of this launch.
-    try:
-      os.remove(os.path.join(p.workdir, train.STATUS_FILE))
-    except FileNotFoundError:
-      pass
+    status_lib.remove(p.workdir)
   if not groups:
     print('Nothing to run: every point is done. Draw the figures with '
           f'python -m icl_jax.report --root {root}', file=sys.stderr)

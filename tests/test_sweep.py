@@ -17,6 +17,7 @@ from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import evaluate
 from icl_jax import metrics as metrics_lib
 from icl_jax import report
+from icl_jax import status as status_lib
 from icl_jax import steps
 from icl_jax import sweep
 from icl_jax import train
@@ -133,13 +134,13 @@ def test_vmapped_group_equals_runs_one_by_one(data_dir, tmp_path):
   diverged = results[-1]
   assert diverged.error and f'Training diverged at step {diverged.step}:' in diverged.error
   assert diverged.step < 6  # lr 1e30: it blows up within a few steps, before any save.
-  status = train.read_status(group_dirs[-1])
+  status = status_lib.read(group_dirs[-1])
   assert status['status'] == 'failed' and 'diverged' in status['error']
   assert checkpoint_lib.Checkpointer(group_dirs[-1], read_only=True).latest_step() is None
 
   for i, (config, group_dir) in enumerate(zip(configs[:-1], group_dirs[:-1])):
     assert results[i].error is None and results[i].step == 12
-    assert train.read_status(group_dir)['status'] == 'done'
+    assert status_lib.read(group_dir)['status'] == 'done'
     alone_dir = str(tmp_path / f'alone{i}')
     summary = train.train_and_evaluate(config, alone_dir)
     # vmap batches each matmul over the run axis; XLA may then sum in another order, so
@@ -221,7 +222,7 @@ def _fingerprint(workdir):
   with open(os.path.join(workdir, metrics_lib.METRICS_FILE)) as f:
     metrics = f.read()
   return metrics, sorted(os.listdir(checkpoint_lib.directory(workdir))), os.path.getmtime(
-      os.path.join(workdir, train.STATUS_FILE))
+      os.path.join(workdir, status_lib.STATUS_FILE))
 
 
 def test_slurm_without_sbatch_prints_the_array_script(data_dir, tmp_path):

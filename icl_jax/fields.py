@@ -1,0 +1,86 @@
+"""Field policies: what each config field means to grouping, resuming and naming workdirs.
+
+One source for training (`train.train_group`, `train.check_run`), the sweep expander
+(`sweep.workdir_name`, `sweep.static_key`) and the Workload (`workload.Workload`).
+No JAX here: light tools (the launcher's dry run, the report) read these too.
+
+  value fields      may differ between the runs of one vmapped group: they reach the step
+                    as arrays (`steps.Run`), never as compiled-in constants;
+  static fields     every other field: runs share a compiled program only if these agree;
+  resumable fields  a resumed run may change them: they alter how long a run trains and
+                    what it reports, not what it learns from step to step;
+  workdir fields    every field that is not resumable: a sweep point's workdir name hashes
+                    them, so a change that alters the training gets a new directory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+INFINITE_TASKS = -1  # config.task.num_tasks for a fresh task per episode.
+
+# Hyperparameters that are values, not shapes: name in `steps.Run.hparams` -> config field.
+HPARAM_FIELDS = {
+    'num_tasks': 'task.num_tasks',
+    'proj_scale': 'task.proj_scale',
+    'bias_fraction': 'task.bias_fraction',
+    'lr': 'train.lr',
+    'b1': 'train.b1',
+    'b2': 'train.b2',
+    'eps': 'train.eps',
+}
+VALUE_FIELDS = ('seed',) + tuple(HPARAM_FIELDS.values())
+
+# A trailing dot names a whole section.
+RESUMABLE_FIELDS = ('train.steps', 'train.log_every_steps', 'train.eval_every_steps',
+                    'train.checkpoint_every_steps', 'train.keep_checkpoints', 'eval.',
+                    'mesh.', 'data.data_dir')
+
+
+def is_number(x: Any) -> bool:
+  """An int or a float; bool is an int in Python, but never a valid number here."""
+  return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def flatten(config: ml_collections.ConfigDict | dict, prefix: str = '') -> dict[str, Any]:
+  """{'model.width': 64, ...}; tuples become lists, so stored (JSON) and live configs compare."""
+  out = {}
+  items = config.items() if isinstance(config, dict) else config.to_dict().items()
+  for k, v in items:
+    if isinstance(v, dict):
+      out.update(flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = list(v) if isinstance(v, tuple) else v
+  return out
+
+
+def is_resumable(field: str) -> bool:
+  """Whether a resumed run may change this dotted config field (see RESUMABLE_FIELDS)."""
+  return any(field == f or (f.endswith('.') and field.startswith(f)) for f in RESUMABLE_FIELDS)
+
+
+def incompatible_fields(stored: ml_collections.ConfigDict,
+                        current: ml_collections.ConfigDict) -> list[str]:
+  """Dotted names of fields that differ and that a resumed run may not change."""
+  return [k for k in _differing(flatten(stored), flatten(current)) if not is_resumable(k)]
+
+
+def static_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Every field but VALUE_FIELDS: runs equal in these share one compiled program."""
+  return {k: v for k, v in flatten(config).items() if k not in VALUE_FIELDS}
+
+
+def static_differences(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> list[str]:
+  """The static fields in which `a` and `b` differ: why they cannot share a group."""
+  return _differing(static_fields(a), static_fields(b))
+
+
+def workdir_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The fields a workdir stands for: every one a resumed run may not change."""
+  return {k: v for k, v in flatten(config).items() if not is_resumable(k)}
+
+
+def _differing(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+  return [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]

@@ -1,0 +1,85 @@
+"""What a run's and a sweep's directories say about their state; no JAX, no orbax.
+
+A run's workdir holds `checkpoints/<step>/` (orbax), `metrics.jsonl` and, once it stops,
+`status.json` ({'status': 'done' | 'failed', 'step', 'summary', 'error', ...}). A sweep root
+holds `sweep.json` (the latest launch's manifest), `launches/<id>.json` and one workdir
+per point with its `point.json`. The trainer writes status, the launcher and the report
+read it: the words and the rules that turn files into a state live here only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Mapping
+
+from icl_jax import files
+
+STATUS_FILE = 'status.json'
+POINT_FILE = 'point.json'
+SWEEP_FILE = 'sweep.json'  # The latest launch's manifest (points and groups).
+LAUNCH_DIR = 'launches'  # One manifest per launch, which its workers read.
+CHECKPOINT_DIR = 'checkpoints'  # Orbax names complete steps `<step>`, partial ones otherwise.
+
+DONE, FAILED, RUNNING, PENDING = 'done', 'failed', 'running', 'pending'
+STATES = (DONE, FAILED, RUNNING, PENDING)
+
+
+@dataclasses.dataclass
+class RunResult:
+  workdir: str
+  step: int
+  summary: dict[str, float]
+  error: str | None = None  # Why the run stopped early (divergence, a bad workdir), else None.
+
+
+def write(result: RunResult, **extra: Any) -> None:
+  """`<workdir>/status.json`: done or failed, with the final summary. Multi-process
+  callers write from process 0 only."""
+  files.write_json(os.path.join(result.workdir, STATUS_FILE), {
+      'status': FAILED if result.error else DONE, 'step': result.step,
+      'summary': result.summary, 'error': result.error, **extra})
+
+
+def read(workdir: str) -> dict[str, Any] | None:
+  """The parsed status.json; None if it is missing, cut short or not a JSON object."""
+  status = files.read_json(os.path.join(workdir, STATUS_FILE))
+  return status if isinstance(status, dict) else None
+
+
+def remove(workdir: str) -> None:
+  """Forgets a run's status (it is being trained again)."""
+  try:
+    os.remove(os.path.join(workdir, STATUS_FILE))
+  except FileNotFoundError:
+    pass
+
+
+def latest_checkpoint_step(workdir: str) -> int:
+  """The newest complete checkpoint step on disk (0 if none), without opening orbax."""
+  try:
+    names = os.listdir(os.path.join(workdir, CHECKPOINT_DIR))
+  except OSError:
+    return 0
+  return max((int(n) for n in names if n.isdigit()), default=0)
+
+
+def state_of(status: Mapping[str, Any] | None, target_steps: int | None, started: bool) -> str:
+  """The one rule: DONE only when trained to the steps it is now set to train (a run done
+  at fewer steps is resumable, so it counts as RUNNING); FAILED as its status says; else
+  RUNNING once `started` (checkpoints, metrics or a log exist), PENDING before."""
+  word = status.get('status') if status else None
+  if word == DONE:
+    step = status.get('step')
+    if not target_steps or (isinstance(step, (int, float)) and step >= target_steps):
+      return DONE
+    return RUNNING
+  if word == FAILED:
+    return FAILED
+  return RUNNING if started else PENDING
+
+
+def run_state(workdir: str, target_steps: int | None) -> str:
+  """The state of the run in `workdir` that is set to train `target_steps` steps."""
+  started = os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR))
+  return state_of(read(workdir), target_steps, started)
