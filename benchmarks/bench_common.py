@@ -109,17 +109,11 @@ class GroupProgram(NamedTuple):
 def group_program(configs: Sequence[Any]) -> GroupProgram:
   """The jit-ed group step of `configs` (one run or a sweep group), its initial state and
   inputs, built from the framework's own pieces, so a benchmark times what users run."""
-  from icl_jax import sharding, steps, train  # pylint: disable=g-import-not-at-top
-  config = configs[0]
-  train_ds, _ = train.load_splits(config)
-  mesh = sharding.make_mesh(config.mesh, len(configs))
-  spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
-  init, abstract_state, _ = train.state_layout(config, spec, mesh)
-  run_sharded = sharding.run_sharded(mesh)
-  runs = sharding.put(steps.stack_runs([steps.run_values(c) for c in configs]), run_sharded)
-  group_sharding = jax.tree.map(lambda _: run_sharded, abstract_state)
-  state = jax.jit(jax.vmap(init), out_shardings=group_sharding)(runs.init_key)
-  inputs = (runs, sharding.put_replicated(train_ds.x_NxD, mesh),
-            sharding.put_replicated(train_ds.y_N, mesh))
-  return GroupProgram(train.make_group_step(config, spec, mesh, abstract_state), state, inputs,
-                      spec, mesh)
+  from icl_jax import sharding, steps, train, workload  # pylint: disable=g-import-not-at-top
+  wl = workload.build(configs[0])
+  mesh = sharding.make_mesh(wl.config.mesh, len(configs))
+  runs = sharding.put(steps.stack_runs([steps.run_values(c) for c in configs]),
+                      sharding.run_sharded(mesh))
+  state = jax.jit(jax.vmap(wl.init), out_shardings=wl.group_shardings(mesh))(runs)
+  inputs = (runs,) + wl.training_inputs(mesh)
+  return GroupProgram(train.make_group_step(wl, mesh), state, inputs, wl.spec, mesh)

@@ -3,7 +3,7 @@ r"""Meta-test throughput: episodes/s of the model and of each classical baseline
   python benchmarks/eval_throughput.py [--config gpicl_digits] [--episodes 256] \
       [--calls 5] [--windows 5] [--budget 10]
 
-One JSON line per method: episodes/s through `evaluate.Evaluator`, the very programs
+One JSON line per method: episodes/s through `evaluator.Evaluator`, the very programs
 `icl_jax.evaluate` runs (the model's compiled prediction and each baseline's, on one chunk
 of unseen-task episodes), with the median and spread over timed windows (compile
 excluded). The model is freshly initialised: its speed does not depend on its weights.
@@ -23,10 +23,10 @@ import bench_common as common  # pylint: disable=g-import-not-at-top,wrong-impor
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from icl_jax import baselines as baselines_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from icl_jax import evaluate  # pylint: disable=g-import-not-at-top,wrong-import-position
+from icl_jax import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from icl_jax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from icl_jax import steps as steps_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from icl_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from icl_jax import workload  # pylint: disable=g-import-not-at-top,wrong-import-position
 import sampler_throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
 import train_throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -43,16 +43,14 @@ def main():
 
   config = (sampler_throughput.gpicl_digits_config() if args.config == 'gpicl_digits' else
             train_throughput.gpicl_paper_config())
-  train_ds, eval_ds = train.load_splits(config)
+  wl = workload.build(config)
   mesh = sharding.make_mesh(config.mesh)
-  spec = steps_lib.make_spec(config, train_ds.num_features, train_ds.num_classes)
-  init, _, _ = train.state_layout(config, spec, mesh)
   run = sharding.put(steps_lib.run_values(config), sharding.replicated(mesh))
-  params = jax.jit(init)(run.init_key)['params']
+  params = jax.jit(wl.init)(run)['params']
   names = [n for n in args.baselines.split(',') if n]
   fns = {n: baselines_lib.BASELINES[n] for n in names}
-  sets = evaluate.make_eval_sets(config, mesh, train_ds, eval_ds)
-  evaluator = evaluate.Evaluator(config, spec, mesh, sets[1:2], args.episodes, fns)
+  sets = evaluator_lib.make_eval_sets(wl, mesh)
+  evaluator = evaluator_lib.Evaluator(wl, mesh, sets[1:2], args.episodes, fns)
   [episode] = evaluator.episodes(sets[1], run)[:1]
   episodes = episode.y_BxT.shape[0]
   methods = {config.model.name: lambda i: evaluator._model(params, episode)}  # pylint: disable=protected-access

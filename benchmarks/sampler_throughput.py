@@ -29,7 +29,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from icl_jax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from icl_jax import steps as steps_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from icl_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from icl_jax import workload  # pylint: disable=g-import-not-at-top,wrong-import-position
 import train_throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -64,12 +64,11 @@ def measure(name: str, args) -> dict:
   if name in ('gpicl_digits', 'gpicl_paper'):
     config = gpicl_digits_config() if name == 'gpicl_digits' else (
         train_throughput.gpicl_paper_config())
-    train_ds, _ = train.load_splits(config)
+    wl = workload.build(config)
+    train_ds, spec = wl.train_ds, wl.spec
     mesh = sharding.make_mesh(config.mesh, 1)
-    spec = steps_lib.make_spec(config, train_ds.num_features, train_ds.num_classes)
     run = sharding.put(steps_lib.run_values(config), sharding.replicated(mesh))
-    x_NxD = sharding.put_replicated(train_ds.x_NxD, mesh)
-    y_N = sharding.put_replicated(train_ds.y_N, mesh)
+    x_NxD, y_N = wl.training_inputs(mesh)
     batch = config.train.batch_size
     sample = jax.jit(lambda key: spec.sample(key, run, x_NxD, y_N, batch))
     host_x, host_y = np.asarray(train_ds.x_NxD), np.asarray(train_ds.y_N)

@@ -25,6 +25,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from icl_jax import config as config_lib
+from icl_jax import status as status_lib
 from icl_jax.errors import UserError
 
 _ITEMS = ('state', 'config')
@@ -65,7 +66,7 @@ def _silence_abandoned_reads() -> None:
 
 
 def directory(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+  return os.path.join(os.path.abspath(workdir), status_lib.CHECKPOINT_DIR)
 
 
 def corrupt_directory(workdir: str) -> str:
@@ -97,13 +98,30 @@ class Checkpointer:
   def save(self, step: int, state: Any, config: ml_collections.ConfigDict) -> None:
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        config=ocp.args.JsonSave(config_lib.to_dict(config))))
+        config=ocp.args.JsonSave(config.to_dict())))
 
   def restore_state(self, step: int, abstract_state: Any) -> Any:
     """Restores onto the shardings carried by `abstract_state` (any mesh, any device count)."""
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state)))
     return restored.state
+
+  def restore_params(self, step: int, abstract_params: Any) -> Any:
+    """Only the parameters of the state saved at `step` (the optimizer state, twice their
+    size, is never read), onto the shardings carried by `abstract_params`."""
+    # A manager binds one handler per item on first use, and a partial restore needs
+    # another handler than the full one: a manager of its own keeps both usable here.
+    manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(read_only=True),
+        item_names=_ITEMS)
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+          item={'params': abstract_params},
+          restore_args=ocp.checkpoint_utils.construct_restore_args({'params': abstract_params}),
+          partial_restore=True)))
+    finally:
+      manager.close()
+    return restored.state['params']
 
   def restore_config(self, step: int) -> ml_collections.ConfigDict:
     restored = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
@@ -203,3 +221,29 @@ def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs that tell orbax where each restored array goes."""
   return jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def open_run(workdir: str, step: int | None = None
+             ) -> tuple[Checkpointer, int, ml_collections.ConfigDict]:
+  """(read-only checkpointer, step, stored config) of a training run's workdir.
+
+  step=None: the newest checkpoint whose config reads back (unreadable ones are skipped
+  with a warning). UserError if the workdir holds no checkpoint, or none at `step`.
+  """
+  if not os.path.isdir(directory(workdir)):
+    raise UserError(f'No checkpoints in {workdir!r}: expected {directory(workdir)}. '
+                    f'Pass the --workdir of a training run.')
+  ckpt = Checkpointer(workdir, read_only=True)
+  available = ckpt.all_steps()
+  if not available:
+    ckpt.close()
+    raise UserError(f'Workdir {workdir!r} has no complete checkpoint yet.')
+  if step is None:
+    step, config = ckpt.latest_config()
+  elif step not in available:
+    ckpt.close()
+    raise UserError(f'Workdir {workdir!r} has no checkpoint at step {step}; available steps: '
+                    f'{", ".join(map(str, sorted(available)))}.')
+  else:
+    config = ckpt.restore_config(step)
+  return ckpt, step, config

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,8 +52,24 @@ def stack_runs(runs: list[Run]) -> Run:
 
 
 @dataclasses.dataclass(frozen=True)
+class Schedule:
+  """The static part of the optimizer (config.train); its values (lr, b1, b2, eps) are a
+  Run's hparams, so the runs of a group share one optimizer program."""
+  steps: int
+  warmup_steps: int
+  schedule: str  # 'constant' or 'cosine' after warm-up.
+  grad_clip: float  # Global-norm clip; 0 disables it.
+
+  @classmethod
+  def from_config(cls, train_config: ml_collections.ConfigDict) -> Schedule:
+    tc = train_config
+    return cls(tc.steps, tc.warmup_steps, tc.schedule, tc.grad_clip)
+
+
+@dataclasses.dataclass(frozen=True)
 class Spec:
-  """The static shape of a workload: what the sampler draws and what the model reads.
+  """The static shape of a workload: what the sampler draws, what the model reads, how
+  it is optimised. Closed over by the compiled step; every run of a group shares it.
 
   `family` 'projected' samples GPICL tasks from the dataset arrays passed to `sample`; the
   synthetic families (tasks.FAMILIES) draw their own inputs and ignore those arrays.
@@ -66,6 +82,17 @@ class Spec:
   family: str = 'projected'
   options: tasks.TaskOptions | None = None  # The synthetic family's settings.
   curriculum: tasks.Curriculum | None = None
+  batch_size: int = 0  # Training episodes per step (global: split over the data axis).
+  schedule: Schedule | None = None
+  # The model's constructor, rngs -> module: the one place a model is built, both for
+  # `graphdef` (abstractly) and for fresh parameters (`init_params`).
+  new_model: Callable[[nnx.Rngs], nnx.Module] | None = dataclasses.field(
+      default=None, compare=False, repr=False)
+
+  def init_params(self, init_key: jax.Array) -> Any:
+    """Fresh parameters (a pure dict) from `init_key`, of the structure `graphdef` reads."""
+    model = self.new_model(nnx.Rngs(params=init_key))
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
   @property
   def regression(self) -> bool:
@@ -124,46 +151,47 @@ def _build_model(config: ml_collections.ConfigDict, num_features: int, num_class
 
 
 def make_spec(config: ml_collections.ConfigDict, num_features: int, num_classes: int) -> Spec:
-  model_fn = functools.partial(_build_model, config, num_features, num_classes)
-  graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_fn(rngs=nnx.Rngs(0))))
+  """The Spec of `config` for inputs of `num_features` and `num_classes` outputs (from the
+  dataset, or `synthetic_shape`); use workload.build(config), which finds them."""
+  new_model = functools.partial(_build_model, config, num_features, num_classes)
+  graphdef, _ = nnx.split(nnx.eval_shape(lambda: new_model(rngs=nnx.Rngs(0))))
   return Spec(prompt=config.task.prompt, num_features=num_features, num_classes=num_classes,
               seq_len=config.task.seq_len, graphdef=graphdef, family=config.task.family,
-              options=task_options(config), curriculum=tasks.Curriculum.from_config(config.task))
+              options=task_options(config), curriculum=tasks.Curriculum.from_config(config.task),
+              batch_size=config.train.batch_size, schedule=Schedule.from_config(config.train),
+              new_model=new_model)
 
 
-def make_optimizer(train_config: ml_collections.ConfigDict,
-                   hparams: dict[str, Any] | None = None) -> optax.GradientTransformation:
+def make_optimizer(schedule: Schedule, hparams: dict[str, Any]) -> optax.GradientTransformation:
   """Adam after global-norm clipping, with linear warm-up then constant or cosine lr.
 
-  `hparams` (lr, b1, b2, eps; possibly traced) override the config's values: the
-  optimizer's state has the same structure either way, so one state serves both.
+  `hparams` (lr, b1, b2, eps) are a Run's, possibly traced: the optimizer's state has the
+  same structure whatever their values, so one program serves every run of a group.
   """
-  tc = train_config
-  hp = hparams if hparams is not None else {k: tc[k] for k in ('lr', 'b1', 'b2', 'eps')}
-  lr = hp['lr']
-  warmup = optax.linear_schedule(0.0, lr, tc.warmup_steps) if tc.warmup_steps else None
-  if tc.schedule == 'cosine':
-    after = optax.cosine_decay_schedule(lr, max(tc.steps - tc.warmup_steps, 1))
+  s = schedule
+  lr = hparams['lr']
+  warmup = optax.linear_schedule(0.0, lr, s.warmup_steps) if s.warmup_steps else None
+  if s.schedule == 'cosine':
+    after = optax.cosine_decay_schedule(lr, max(s.steps - s.warmup_steps, 1))
   else:
     after = optax.constant_schedule(lr)
-  schedule = optax.join_schedules([warmup, after], [tc.warmup_steps]) if warmup else after
-  adam = optax.adam(schedule, b1=hp['b1'], b2=hp['b2'], eps=hp['eps'])
-  return optax.chain(optax.clip_by_global_norm(tc.grad_clip), adam) if tc.grad_clip else adam
+  lr_schedule = optax.join_schedules([warmup, after], [s.warmup_steps]) if warmup else after
+  adam = optax.adam(lr_schedule, b1=hparams['b1'], b2=hparams['b2'], eps=hparams['eps'])
+  return optax.chain(optax.clip_by_global_norm(s.grad_clip), adam) if s.grad_clip else adam
 
 
 def num_params(params: Any) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
-def init_state(init_key: jax.Array, config: ml_collections.ConfigDict, spec: Spec) -> State:
-  model = _build_model(config, spec.num_features, spec.num_classes, nnx.Rngs(params=init_key))
-  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-  opt_state = make_optimizer(config.train).init(params)
+def init_state(run: Run, spec: Spec) -> State:
+  """Step 0 of one run: fresh parameters from its init key, a zero optimizer state."""
+  params = spec.init_params(run.init_key)
+  opt_state = make_optimizer(spec.schedule, run.hparams).init(params)
   return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': opt_state}
 
 
 def train_step(state: State, run: Run, x_NxD: jax.Array, y_N: jax.Array, *, spec: Spec,
-               train_config: ml_collections.ConfigDict, batch_size: int,
                batch_sharding: Any = None) -> tuple[State, dict[str, jax.Array]]:
   """One meta-training step on freshly sampled episodes; the data is a function of the step.
 
@@ -174,7 +202,7 @@ def train_step(state: State, run: Run, x_NxD: jax.Array, y_N: jax.Array, *, spec
   if spec.curriculum is not None:
     active_dim, active_points = spec.curriculum.at(state['step'])
   episode = spec.sample(jax.random.fold_in(run.data_key, state['step']), run, x_NxD, y_N,
-                        batch_size, active_dim=active_dim)
+                        spec.batch_size, active_dim=active_dim)
   if batch_sharding is not None:
     # Each device samples only its own episodes; the rest of the step follows this layout.
     episode = jax.lax.with_sharding_constraint(episode, batch_sharding)
@@ -192,7 +220,7 @@ def train_step(state: State, run: Run, x_NxD: jax.Array, y_N: jax.Array, *, spec
     return loss_BxT.mean(), logits_BxTxC
 
   (loss, logits_BxTxC), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
-  tx = make_optimizer(train_config, run.hparams)
+  tx = make_optimizer(spec.schedule, run.hparams)
   updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
   params = optax.apply_updates(state['params'], updates)
   metrics = {

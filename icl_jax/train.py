@@ -20,16 +20,13 @@ import tqdm
 
 from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import config as config_lib
-from icl_jax import data
-from icl_jax import evaluate
+from icl_jax import evaluator as evaluator_lib
 from icl_jax import fields as fields_lib
 from icl_jax import metrics as metrics_lib
-from icl_jax import models
-from icl_jax import rng
 from icl_jax import sharding
 from icl_jax import status as status_lib
 from icl_jax import steps
-from icl_jax import tasks
+from icl_jax import workload as workload_lib
 from icl_jax.errors import UserError
 
 def is_due(step: int, every_steps: int, last_step: int) -> bool:
@@ -38,81 +35,34 @@ def is_due(step: int, every_steps: int, last_step: int) -> bool:
 
 
 # ---------------------------------------------------------------------------------------
-# Input
-# ---------------------------------------------------------------------------------------
-def load_splits(config: ml_collections.ConfigDict) -> tuple[data.Dataset, data.Dataset]:
-  """The training split (seen tasks) and the held-out split (unseen tasks).
-
-  A synthetic family draws its own inputs: its "splits" are one-row placeholders that
-  carry the shapes, so every family goes through the same step signature.
-  """
-  if config.task.family != 'projected':
-    num_features, num_classes = steps.synthetic_shape(config)
-    return tuple(data.Dataset(np.zeros((1, num_features), np.float32), np.zeros((1,), np.int32),
-                              num_classes, (1, num_features), config.task.family, split)
-                 for split in ('train', 'test'))
-  dc = config.data
-  train_ds = data.load(dc.dataset, dc.train_split, tuple(dc.image_shape), dc.data_dir)
-  eval_ds = data.load(dc.dataset, dc.eval_split, tuple(dc.image_shape), dc.data_dir)
-  for ds in (train_ds, eval_ds):
-    ds.check_seq_len(config.task.seq_len)
-  return train_ds, eval_ds
-
-
-# ---------------------------------------------------------------------------------------
 # State
 # ---------------------------------------------------------------------------------------
-def state_layout(config: ml_collections.ConfigDict, spec: steps.Spec,
-                 mesh: jax.sharding.Mesh):
-  """(init function, abstract state, state shardings) of one run, replicated on `mesh`."""
-  init = functools.partial(steps.init_state, config=config, spec=spec)
-  abstract_state = jax.eval_shape(init, rng.key(config.seed, rng.INIT))
-  replicated = sharding.replicated(mesh)
-  return init, abstract_state, jax.tree.map(lambda _: replicated, abstract_state)
-
-
-def restore_state(config: ml_collections.ConfigDict, spec: steps.Spec,
-                  ckpt: checkpoint_lib.Checkpointer, step: int | None, mesh: jax.sharding.Mesh):
-  """The state saved at `step`, placed on `mesh` (any device count).
-
-  step=None: the newest checkpoint that restores completely; damaged newer ones are skipped
-  with a warning and moved aside (see checkpoint.Checkpointer.restore_latest).
-  """
-  abstract_state = _abstract_state(config, spec, mesh)
-  if step is None:
-    return ckpt.restore_latest(abstract_state)[1]
-  return ckpt.restore_state(step, abstract_state)
-
-
-def _abstract_state(config, spec, mesh):
-  _, abstract_state, state_sharding = state_layout(config, spec, mesh)
-  return checkpoint_lib.abstract_with_shardings(abstract_state, state_sharding)
-
-
-def _restore_group(configs, spec, ckpts, mesh) -> tuple[list[Any], int] | None:
+def _restore_group(wl: workload_lib.Workload, ckpts: Sequence[checkpoint_lib.Checkpointer],
+                   mesh: jax.sharding.Mesh) -> tuple[list[Any], int] | None:
   """(one state per run, step) at the newest step every run can restore; None: start afresh.
 
   The runs of a group advance together, but a kill between their saves can leave them one
   checkpoint apart: the group then resumes from the older step (training is a function of
   the step, so redoing it reproduces the newer checkpoint exactly).
   """
-  found = [ckpt.restore_latest(_abstract_state(c, spec, mesh)) if ckpt.latest_step() is not None
-           else None for c, ckpt in zip(configs, ckpts)]
+  abstract = wl.abstract_on(mesh)  # The runs of a group share every shape.
+  found = [ckpt.restore_latest(abstract) if ckpt.latest_step() is not None else None
+           for ckpt in ckpts]
   if all(f is None for f in found):
     return None
   start = min(f[0] if f is not None else 0 for f in found)
   states = []
-  for config, ckpt, f in zip(configs, ckpts, found):
+  for ckpt, f in zip(ckpts, found):
     if start == 0:
       break
     if f[0] == start:
       states.append(f[1])
       continue
     try:
-      states.append(ckpt.restore_state(start, _abstract_state(config, spec, mesh)))
+      states.append(ckpt.restore_state(start, abstract))
     except Exception:  # pylint: disable=broad-except
       break  # Not kept any more; handled below.
-  if len(states) == len(configs):
+  if len(states) == len(ckpts):
     return states, start
   logging.warning('The runs of this group have no checkpoint step in common (latest: %s); '
                   'the group restarts from step 0 and reproduces them.',
@@ -138,8 +88,7 @@ def check_workdir_writable(workdir: str) -> None:
 # ---------------------------------------------------------------------------------------
 # Groups: runs that share one compiled program
 # ---------------------------------------------------------------------------------------
-def make_group_step(config: ml_collections.ConfigDict, spec: steps.Spec,
-                    mesh: jax.sharding.Mesh, abstract_state: Any):
+def make_group_step(wl: workload_lib.Workload, mesh: jax.sharding.Mesh):
   """jit(vmap(train_step)): (group state, runs, x_NxD, y_N) -> (group state, metrics_R).
 
   The state and the runs' values have a leading run axis split over the mesh's `run` axis;
@@ -149,9 +98,8 @@ def make_group_step(config: ml_collections.ConfigDict, spec: steps.Spec,
   and orbax needs all processes to make the same save calls).
   """
   replicated, run_sharded = sharding.replicated(mesh), sharding.run_sharded(mesh)
-  group_sharding = jax.tree.map(lambda _: run_sharded, abstract_state)
-  one_step = functools.partial(steps.train_step, spec=spec, train_config=config.train,
-                               batch_size=config.train.batch_size,
+  group_sharding = wl.group_shardings(mesh)
+  one_step = functools.partial(steps.train_step, spec=wl.spec,
                                batch_sharding=sharding.batch_sharded(mesh))
   return jax.jit(
       jax.vmap(one_step, in_axes=(0, 0, None, None), spmd_axis_name=sharding.RUN),
@@ -219,34 +167,31 @@ def train_group(configs: Sequence[ml_collections.ConfigDict],
   mesh = sharding.make_mesh(config.mesh, num_runs)
   replicated, run_sharded = sharding.replicated(mesh), sharding.run_sharded(mesh)
 
-  # --- Input: one preprocessed array per split, replicated on every device. ---
-  train_ds, eval_ds = load_splits(config)
-  x_NxD = sharding.put_replicated(train_ds.x_NxD, mesh)
-  y_N = sharding.put_replicated(train_ds.y_N, mesh)
+  # --- Input and model: datasets (or shapes), the Spec and the abstract state. ---
+  wl = workload_lib.build(config)
+  x_NxD, y_N = wl.training_inputs(mesh)
   run_values = [steps.run_values(c) for c in configs]
   runs = sharding.put(steps.stack_runs(run_values), run_sharded)
   runs_replicated = [sharding.put(r, replicated) for r in run_values]  # For evaluation.
 
-  # --- Model and state: shapes from eval_shape, shardings derived, init under jit. ---
-  spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
-  init, abstract_state, _ = state_layout(config, spec, mesh)
-  group_sharding = jax.tree.map(lambda _: run_sharded, abstract_state)
+  # --- State: shardings derived from the abstract state, init under jit. ---
+  group_sharding = wl.group_shardings(mesh)
   take = jax.jit(lambda tree, r: jax.tree.map(lambda a: a[r], tree), out_shardings=replicated)
 
   # --- Checkpoint: resume exactly (the data of step k is fold_in(data_key, k)). ---
-  restored = _restore_group(configs, spec, ckpts, mesh)
+  restored = _restore_group(wl, ckpts, mesh)
   if restored is not None:
     stack = jax.jit(lambda *trees: jax.tree.map(lambda *a: jnp.stack(a), *trees),
                     out_shardings=group_sharding)
     state, start = stack(*restored[0]), restored[1]
   else:
-    state = jax.jit(jax.vmap(init), out_shardings=group_sharding)(runs.init_key)
+    state = jax.jit(jax.vmap(wl.init), out_shardings=group_sharding)(runs)
     start = 0
 
   # --- Steps: one program for the group, each run's batch split over `data`. ---
-  train_step = make_group_step(config, spec, mesh, abstract_state)
-  sets = evaluate.make_eval_sets(config, mesh, train_ds, eval_ds, config.eval.datasets)
-  evaluator = evaluate.Evaluator(config, spec, mesh, sets, config.eval.num_episodes)
+  train_step = make_group_step(wl, mesh)
+  sets = evaluator_lib.make_eval_sets(wl, mesh, config.eval.datasets)
+  evaluator = evaluator_lib.Evaluator(wl, mesh, sets, config.eval.num_episodes)
   writers = [metrics_lib.MetricWriter(w, resume_step=start) for w in workdirs]
 
   # --- Loop. ---
@@ -300,7 +245,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict],
       summaries[r] = evaluator.summary(take(state, r)['params'], runs_replicated[r])
       writers[r].write(step, summaries[r])
       if is_main and num_runs == 1:
-        tqdm.tqdm.write(evaluate.format_summary(step, summaries[r], config))
+        tqdm.tqdm.write(evaluator_lib.format_summary(step, summaries[r], config))
 
   step = start
   try:
@@ -335,12 +280,9 @@ def train_group(configs: Sequence[ml_collections.ConfigDict],
              status_lib.RunResult(os.path.abspath(w), max(start, total), summaries[r])
              for r, w in enumerate(workdirs)]
   seconds = time.perf_counter() - began
-  count = steps.num_params(abstract_state['params'])
-  state_size = models.state_size(config.model, tasks.num_tokens(spec.prompt, spec.seq_len),
-                                 spec.num_features + spec.num_classes)
   for result in results:
-    write_status(result, num_params=count, num_classes=spec.num_classes, state_size=state_size,
-                 seconds=seconds)
+    write_status(result, num_params=wl.num_params(), num_classes=wl.num_classes,
+                 state_size=wl.state_size(), seconds=seconds)
   return results
 
 

@@ -282,16 +282,13 @@ def final_params(workdir: str):
   import jax  # pylint: disable=g-import-not-at-top
   from icl_jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   from icl_jax import sharding  # pylint: disable=g-import-not-at-top
-  from icl_jax import steps  # pylint: disable=g-import-not-at-top
-  from icl_jax import train  # pylint: disable=g-import-not-at-top
+  from icl_jax import workload  # pylint: disable=g-import-not-at-top
   ckpt = checkpoint_lib.Checkpointer(workdir, read_only=True)
   try:
     step = ckpt.latest_step()
     config = ckpt.restore_config(step)
     config.mesh.data = 1
-    train_ds, _ = train.load_splits(config)
-    spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
-    state = train.restore_state(config, spec, ckpt, step, sharding.make_mesh(config.mesh))
+    _, state = workload.build(config).restore(ckpt, sharding.make_mesh(config.mesh), step)
     return step, jax.device_get(state['params'])
   finally:
     ckpt.close()

@@ -77,16 +77,15 @@ def restored_logits(workdir, num_devices):
   first unseen-task evaluation episodes (the same episodes whatever the device count)."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from icl_jax import evaluate, sharding, steps, train  # pylint: disable=g-import-not-at-top
-  config, ckpt, step, _ = evaluate.restore(workdir)
-  config.mesh.data = num_devices
+  from icl_jax import checkpoint, evaluator, sharding, steps, workload  # pylint: disable=g-import-not-at-top
+  ckpt, step, config = checkpoint.open_run(workdir)
+  config.mesh.data, config.mesh.run = num_devices, -1
   mesh = sharding.make_mesh(config.mesh)
-  train_ds, eval_ds = train.load_splits(config)
-  spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
-  state = train.restore_state(config, spec, ckpt, step, mesh)
+  wl = workload.build(config)
+  _, state = wl.restore(ckpt, mesh, step)
   ckpt.close()
   assert len(jax.tree.leaves(state['params'])[0].sharding.device_set) == num_devices
-  sets = evaluate.make_eval_sets(config, mesh, train_ds, eval_ds)
+  sets = evaluator.make_eval_sets(wl, mesh)
   run = sharding.put(steps.run_values(config), sharding.replicated(mesh))
-  episode = evaluate.Evaluator(config, spec, mesh, sets, 16).episodes(sets[1], run)[0]
-  return np.asarray(jax.jit(spec.logits)(state['params'], episode))
+  episode = evaluator.Evaluator(wl, mesh, sets, 16).episodes(sets[1], run)[0]
+  return np.asarray(jax.jit(wl.spec.logits)(state['params'], episode))

@@ -24,10 +24,10 @@ import pytest
 
 from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import config as config_lib
-from icl_jax import rng
 from icl_jax import sharding
 from icl_jax import steps
 from icl_jax import train
+from icl_jax import workload
 from icl_jax.errors import UserError
 from helpers import prepare_image_dataset
 from helpers import tiny_config
@@ -60,9 +60,7 @@ def existing_workdir(data_dir, tmp_path_factory):
   """
   config = tiny_config(data_dir)
   workdir = str(tmp_path_factory.mktemp('existing'))
-  train_ds, _ = train.load_splits(config)
-  spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
-  _, abstract, _ = train.state_layout(config, spec, sharding.make_mesh(config.mesh))
+  abstract = workload.build(config).abstract_state
   state = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract)
   state['step'] = np.asarray(STEP, abstract['step'].dtype)
   ckpt = checkpoint_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
@@ -293,26 +291,22 @@ def train_one_step(config, run: bool = True) -> str:
   """What train_and_evaluate does up to and including its first step, minus evaluation and
   checkpoints (whose compilation would double the cost of each example)."""
   try:
-    train_ds, _ = train.load_splits(config)  # Dataset-dependent checks.
+    wl = workload.build(config)  # Dataset-dependent checks.
   except UserError as e:
     return f'UserError: {e}'
   mesh = sharding.make_mesh(config.mesh)
-  spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
-  init, _, state_sharding = train.state_layout(config, spec, mesh)
-  init = jax.jit(init, out_shardings=state_sharding)
+  state_sharding = wl.state_shardings(mesh)
+  init = jax.jit(wl.init, out_shardings=state_sharding)
   step = jax.jit(
-      functools.partial(steps.train_step, spec=spec, train_config=config.train,
-                        batch_size=config.train.batch_size,
+      functools.partial(steps.train_step, spec=wl.spec,
                         batch_sharding=sharding.batch_sharded(mesh)),
       out_shardings=(state_sharding, sharding.replicated(mesh)))
-  init_key = rng.key(config.seed, rng.INIT)
-  args = (sharding.put(steps.run_values(config), sharding.replicated(mesh)),
-          sharding.put_replicated(train_ds.x_NxD, mesh),
-          sharding.put_replicated(train_ds.y_N, mesh))
+  run_values = sharding.put(steps.run_values(config), sharding.replicated(mesh))
+  args = (run_values,) + wl.training_inputs(mesh)
   if not run:
-    jax.eval_shape(step, jax.eval_shape(init, init_key), *args)
+    jax.eval_shape(step, jax.eval_shape(init, run_values), *args)
     return 'traced'
-  state, metrics = step(init(init_key), *args)
+  state, metrics = step(init(run_values), *args)
   assert int(state['step']) == 1
   return f'trained: {jax.device_get(metrics)}'
 

@@ -15,6 +15,7 @@ from icl_jax import metrics as metrics_lib
 from icl_jax import steps
 from icl_jax import tasks
 from icl_jax import train
+from icl_jax import workload
 from icl_jax.errors import UserError
 
 SYNTHETIC = [f for f in config_lib.TASK_FAMILIES if f != 'projected']
@@ -50,8 +51,7 @@ def synthetic_config(family, **overrides):
 def final_params(workdir, config):
   ckpt = checkpoint_lib.Checkpointer(workdir, read_only=True)
   step = ckpt.latest_step()
-  spec = steps.make_spec(config, *steps.synthetic_shape(config))
-  abstract = jax.eval_shape(lambda k: steps.init_state(k, config, spec), jax.random.key(0))
+  abstract = workload.build(config).abstract_state
   return step, jax.device_get(ckpt.restore_state(step, abstract)['params'])
 
 
@@ -101,15 +101,14 @@ def test_curriculum_follows_garg_schedule():
 
 def test_curriculum_zeroes_inputs_and_counts_only_its_points():
   config = synthetic_config('linear')
-  spec = steps.make_spec(config, *steps.synthetic_shape(config))
+  spec = workload.build(config).spec
   run = steps.run_values(config)
   ep = spec.sample(jax.random.key(0), run, None, None, 8, active_dim=2)
   np.testing.assert_array_equal(ep.x_BxTxD[..., 2:], 0)
   assert np.all(np.abs(np.asarray(ep.x_BxTxD[..., :2])) > 0)
   # Only the counted points enter the loss: the step at points=5 ignores y_5.. entirely.
-  state = steps.init_state(run.init_key, config, spec)
-  step = jax.jit(lambda s: steps.train_step(s, run, None, None, spec=spec,
-                                            train_config=config.train, batch_size=16))
+  state = steps.init_state(run, spec)
+  step = jax.jit(lambda s: steps.train_step(s, run, None, None, spec=spec))
   _, metrics = step(state)
   assert np.isfinite(float(metrics['loss']))
   assert float(metrics['curriculum_points']) == 5 and float(metrics['curriculum_dim']) == 2
@@ -158,7 +157,7 @@ def test_evaluation_writes_error_curves_with_estimators(linear_run):
     ('linear', []), ('gp', ['gp']), ('tree', ['tree', 'tree_depth4'])])
 def test_default_estimators_are_garg_rows_plus_the_family_own(family, extra):
   config = synthetic_config(family)
-  spec = steps.make_spec(config, *steps.synthetic_shape(config))
+  spec = workload.build(config).spec
   assert evaluate._default_baselines(config, spec) == [  # pylint: disable=protected-access
       'least_squares', 'ridge', 'lasso', 'gd', 'averaging', 'knn'] + extra
 

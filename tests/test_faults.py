@@ -16,8 +16,8 @@ import pytest
 from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import metrics as metrics_lib
 from icl_jax import sharding
-from icl_jax import steps
 from icl_jax import train
+from icl_jax import workload
 from icl_jax.errors import UserError
 from helpers import restored_logits
 from helpers import tiny_config
@@ -91,11 +91,7 @@ def abstract_state(straight_run):
   _, workdir, _ = straight_run
   config = checkpoint_lib.Checkpointer(workdir, read_only=True).restore_config(LAST)
   config.mesh.data = 1
-  train_ds, _ = train.load_splits(config)
-  spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
-  mesh = sharding.make_mesh(config.mesh)
-  _, abstract, state_sharding = train.state_layout(config, spec, mesh)
-  return checkpoint_lib.abstract_with_shardings(abstract, state_sharding)
+  return workload.build(config).abstract_on(sharding.make_mesh(config.mesh))
 
 
 @pytest.mark.parametrize('corruption', CORRUPTIONS)

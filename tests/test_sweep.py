@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 
 from icl_jax import checkpoint as checkpoint_lib
-from icl_jax import evaluate
 from icl_jax import metrics as metrics_lib
 from icl_jax import report
 from icl_jax import status as status_lib
-from icl_jax import steps
 from icl_jax import sweep
 from icl_jax import train
+from icl_jax import workload
 from icl_jax.errors import UserError
 from helpers import tiny_config
 
@@ -114,10 +113,8 @@ def _config(data_dir, variant):
 
 def _params(workdir, config):
   ckpt = checkpoint_lib.Checkpointer(workdir, read_only=True)
-  train_ds, _ = train.load_splits(config)
-  spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
   mesh = jax.make_mesh((1,), ('data',))
-  state = train.restore_state(config, spec, ckpt, None, mesh)
+  _, state = workload.build(config).restore(ckpt, mesh)
   ckpt.close()
   return jax.device_get(state['params'])
 
@@ -157,7 +154,8 @@ def test_vmapped_group_equals_runs_one_by_one(data_dir, tmp_path):
   assert _losses(group_dirs[0])[-1] != _losses(group_dirs[1])[-1]
   # A group member's workdir is an ordinary run (_params restored it as the evaluation
   # CLI does), with its own config.
-  config, _, step, _ = evaluate.restore(group_dirs[1])
+  ckpt, step, config = checkpoint_lib.open_run(group_dirs[1])
+  ckpt.close()
   assert step == 12 and config.task.num_tasks == -1 and config.seed == 1
 
 

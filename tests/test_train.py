@@ -12,25 +12,20 @@ import pytest
 from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import config as config_lib
 from icl_jax import metrics as metrics_lib
-from icl_jax import rng
 from icl_jax import sharding
 from icl_jax import steps
 from icl_jax import train
+from icl_jax import workload
 from icl_jax.errors import UserError
 from helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
 def final_params(workdir, config):
   ckpt = checkpoint_lib.Checkpointer(workdir, read_only=True)
   step = ckpt.latest_step()
-  train_ds, _ = train.load_splits(config)
-  spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
-  abstract = jax.eval_shape(functools.partial(steps.init_state, config=config, spec=spec),
-                            rng.key(0, rng.INIT))
+  abstract = workload.build(config).abstract_state
   return step, jax.device_get(ckpt.restore_state(step, abstract)['params'])
-
 
 def test_loss_falls(trained_run):
   workdir, _, summary = trained_run
@@ -38,7 +33,6 @@ def test_loss_falls(trained_run):
   assert len(losses) == 8
   assert losses[-1] < losses[0] - 0.3, losses
   assert summary['seen/acc_first'] > 0.2  # 4 memorised tasks: well above chance (0.1).
-
 
 def test_resume_is_exact(trained_run, tmp_path):
   straight_dir, config, _ = trained_run
@@ -54,7 +48,6 @@ def test_resume_is_exact(trained_run, tmp_path):
   steps_logged = [r['step'] for r in metrics_lib.read(resumed_dir) if 'train/loss' in r]
   assert steps_logged == list(range(5, 41, 5))
 
-
 def test_workdir_with_another_model_is_refused(trained_run):
   workdir, config, _ = trained_run
   before = sorted(os.listdir(checkpoint_lib.directory(workdir)))
@@ -62,26 +55,22 @@ def test_workdir_with_another_model_is_refused(trained_run):
     train.train_and_evaluate(tiny_config(config.data.data_dir, model__width=32), workdir)
   assert sorted(os.listdir(checkpoint_lib.directory(workdir))) == before
 
-
 def test_one_step_on_8_devices_equals_1_device(data_dir):
   assert jax.device_count() == 8
   config = tiny_config(data_dir)
-  train_ds, _ = train.load_splits(config)
-  spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
-  init = functools.partial(steps.init_state, config=config, spec=spec)
+  wl = workload.build(config)
   results = []
   for n in (1, 8):
     config.mesh.data = n
     mesh = sharding.make_mesh(config.mesh)
     rep = sharding.replicated(mesh)
-    state_sharding = jax.tree.map(lambda _: rep, jax.eval_shape(init, rng.key(0, rng.INIT)))
-    state = jax.jit(init, out_shardings=state_sharding)(rng.key(0, rng.INIT))
-    step = jax.jit(functools.partial(steps.train_step, spec=spec, train_config=config.train,
-                                     batch_size=16, batch_sharding=sharding.batch_sharded(mesh)),
+    state_sharding = wl.state_shardings(mesh)
+    run = sharding.put(steps.run_values(config), rep)
+    state = jax.jit(wl.init, out_shardings=state_sharding)(run)
+    step = jax.jit(functools.partial(steps.train_step, spec=wl.spec,
+                                     batch_sharding=sharding.batch_sharded(mesh)),
                    out_shardings=(state_sharding, rep))
-    args = (sharding.put(steps.run_values(config), rep),
-            sharding.put_replicated(train_ds.x_NxD, mesh),
-            sharding.put_replicated(train_ds.y_N, mesh))
+    args = (run,) + wl.training_inputs(mesh)
     state, m1 = step(state, *args)
     _, m2 = step(state, *args)
     results.append(jax.device_get((m1, m2)))
@@ -93,7 +82,6 @@ def test_one_step_on_8_devices_equals_1_device(data_dir):
   np.testing.assert_allclose(m1a['grad_norm'], m1b['grad_norm'], rtol=1e-5)
   np.testing.assert_allclose(m2a['loss'], m2b['loss'], rtol=1e-5)
 
-
 def test_divergence_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):
   # lr ramps from 0: step 1 changes nothing (checkpoint 1 is good), step 2 explodes.
   config = tiny_config(data_dir, train__lr=1e30, train__warmup_steps=2, train__grad_clip=0.0,
@@ -103,7 +91,6 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):
   step, params = final_params(str(tmp_path), config)
   assert step == 1
   assert all(np.isfinite(p).all() for p in jax.tree.leaves(params))
-
 
 @pytest.mark.parametrize('path,value,match', [
     ('task.num_tasks', 0, 'num_tasks'),
@@ -123,18 +110,15 @@ def test_bad_config_values_are_named(path, value, match):
   with pytest.raises(UserError, match=match):
     config_lib.validate(c, num_devices=8)
 
-
 def test_sequence_longer_than_dataset_is_refused(data_dir, tmp_path):
   with pytest.raises(UserError, match='longer than the 360 examples'):
     train.train_and_evaluate(tiny_config(data_dir, task__seq_len=400, eval__last_positions=5),
                              str(tmp_path))
 
-
 def run_cli(*args):
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
   return subprocess.run([sys.executable, '-m', 'icl_jax.main', *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=600)
-
 
 @pytest.mark.slow
 def test_cli_smoke_end_to_end(data_dir, tmp_path):
@@ -143,7 +127,6 @@ def test_cli_smoke_end_to_end(data_dir, tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'unseen tasks: acc first 5' in out.stdout + out.stderr
   assert checkpoint_lib.Checkpointer(str(tmp_path), read_only=True).latest_step() == 30
-
 
 def test_cli_bad_value_gives_one_clear_line(data_dir, tmp_path):
   out = run_cli('--config', 'experiments/gpicl_digits.py:smoke', '--workdir', str(tmp_path),

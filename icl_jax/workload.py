@@ -1,0 +1,144 @@
+"""One way to build a workload: `build(config) -> Workload`.
+
+A Workload is everything a run of `config` needs that does not depend on the run's values
+(seed, lr, ...): the datasets (or, for a synthetic family, one-row placeholders that carry
+its shapes), the `steps.Spec` that the compiled step closes over, and the abstract state
+with its shardings on a mesh. Training, evaluation, the public API (`icl_jax.load`), the
+benchmarks and the scripts all assemble a run through it, so the recipe exists once:
+
+    wl = workload.build(config)
+    state = jax.jit(wl.init, out_shardings=wl.state_shardings(mesh))(run)   # fresh
+    step, state = wl.restore(ckpt, mesh)                                    # or resumed
+
+Which config fields may differ within a vmapped group, which a resumed run may change and
+which name a workdir is said in `icl_jax/fields.py`, the one place for field policies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from icl_jax import checkpoint as checkpoint_lib
+from icl_jax import data
+from icl_jax import models
+from icl_jax import sharding
+from icl_jax import steps
+from icl_jax import tasks
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+  """The static part of a run: datasets, Spec, abstract state. Build it with `build`."""
+  config: ml_collections.ConfigDict
+  train_ds: data.Dataset  # Seen tasks: training and seen-task evaluation.
+  eval_ds: data.Dataset  # Unseen tasks: new tasks on held-out examples.
+  spec: steps.Spec
+  abstract_state: steps.State  # ShapeDtypeStructs of one run's state, without shardings.
+
+  @property
+  def num_features(self) -> int:
+    return self.spec.num_features
+
+  @property
+  def num_classes(self) -> int:
+    """Output units: the classes of a classification family, 1 for a regression one."""
+    return self.spec.num_classes
+
+  @property
+  def regression(self) -> bool:
+    return self.spec.regression
+
+  @property
+  def reads_dataset(self) -> bool:
+    """Whether episodes come from the dataset arrays (GPICL's projected tasks)."""
+    return self.config.task.family == 'projected'
+
+  @property
+  def train_name(self) -> str:
+    """What the model was trained on: the dataset, or the synthetic family."""
+    return self.config.data.dataset if self.reads_dataset else self.config.task.family
+
+  def num_params(self) -> int:
+    return steps.num_params(self.abstract_state['params'])
+
+  def state_size(self) -> int:
+    """Floats of state per sequence that the next prediction can draw on (GPICL's measure)."""
+    spec = self.spec
+    return models.state_size(self.config.model, tasks.num_tokens(spec.prompt, spec.seq_len),
+                             spec.num_features + spec.num_classes)
+
+  def init(self, run: steps.Run) -> steps.State:
+    """Step 0 of `run` (pure: jit it with `state_shardings`, or vmap it over a group)."""
+    return steps.init_state(run, self.spec)
+
+  # --- Shardings: a run's state is replicated; a group's is split over `run`. ---
+  def state_shardings(self, mesh: jax.sharding.Mesh) -> Any:
+    replicated = sharding.replicated(mesh)
+    return jax.tree.map(lambda _: replicated, self.abstract_state)
+
+  def group_shardings(self, mesh: jax.sharding.Mesh) -> Any:
+    run_sharded = sharding.run_sharded(mesh)
+    return jax.tree.map(lambda _: run_sharded, self.abstract_state)
+
+  def abstract_on(self, mesh: jax.sharding.Mesh) -> Any:
+    """The abstract state carrying its target shardings: what orbax restores onto."""
+    return checkpoint_lib.abstract_with_shardings(self.abstract_state,
+                                                  self.state_shardings(mesh))
+
+  # --- Restoring: onto any mesh, whatever device count the checkpoint was written on. ---
+  def restore(self, ckpt: checkpoint_lib.Checkpointer, mesh: jax.sharding.Mesh,
+              step: int | None = None) -> tuple[int, steps.State] | None:
+    """(step, state) saved at `step`; step=None: the newest checkpoint that restores
+    completely (damaged newer ones are skipped with a warning, see
+    checkpoint.Checkpointer.restore_latest), or None in a workdir without checkpoints."""
+    abstract = self.abstract_on(mesh)
+    if step is not None:
+      return step, ckpt.restore_state(step, abstract)
+    found = ckpt.restore_latest(abstract)
+    return None if found is None else found[:2]
+
+  def restore_params(self, ckpt: checkpoint_lib.Checkpointer, step: int,
+                     mesh: jax.sharding.Mesh) -> Any:
+    """The parameters saved at `step` only (not the optimizer state), replicated on `mesh`."""
+    return ckpt.restore_params(step, self.abstract_on(mesh)['params'])
+
+  # --- Input: one array per split, replicated on every device of the mesh. ---
+  def training_inputs(self, mesh: jax.sharding.Mesh) -> tuple[jax.Array, jax.Array]:
+    """(x_NxD, y_N) of the training split, as the step reads them."""
+    return (sharding.put_replicated(self.train_ds.x_NxD, mesh),
+            sharding.put_replicated(self.train_ds.y_N, mesh))
+
+
+def load_splits(config: ml_collections.ConfigDict) -> tuple[data.Dataset, data.Dataset]:
+  """The training split (seen tasks) and the held-out split (unseen tasks).
+
+  A synthetic family draws its own inputs: its "splits" are one-row placeholders that
+  carry the shapes, so every family goes through the same step signature.
+  """
+  if config.task.family != 'projected':
+    num_features, num_classes = steps.synthetic_shape(config)
+    return tuple(data.Dataset(np.zeros((1, num_features), np.float32), np.zeros((1,), np.int32),
+                              num_classes, (1, num_features), config.task.family, split)
+                 for split in ('train', 'test'))
+  dc = config.data
+  train_ds = data.load(dc.dataset, dc.train_split, tuple(dc.image_shape), dc.data_dir)
+  eval_ds = data.load(dc.dataset, dc.eval_split, tuple(dc.image_shape), dc.data_dir)
+  for ds in (train_ds, eval_ds):
+    ds.check_seq_len(config.task.seq_len)
+  return train_ds, eval_ds
+
+
+def build(config: ml_collections.ConfigDict) -> Workload:
+  """The workload of `config` (validated by the caller): loads or shapes its data, builds
+  the model's graph once and derives the abstract state from it, compiling nothing."""
+  train_ds, eval_ds = load_splits(config)
+  spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
+  abstract_state = jax.eval_shape(functools.partial(steps.init_state, spec=spec),
+                                  steps.run_values(config))
+  return Workload(config, train_ds, eval_ds, spec, abstract_state)
