@@ -14,6 +14,7 @@ from icl_jax.baselines.classifiers import predict_majority
 from icl_jax.baselines.classifiers import predict_sgd
 from icl_jax.baselines.classifiers import SGD_LR_GRID
 from icl_jax.baselines.classifiers import tune_sgd_lr
+from icl_jax.baselines.common import normalized_squared_error_BxT
 from icl_jax.baselines.logreg import DEFAULT_L2
 from icl_jax.baselines.logreg import DEFAULT_NUM_ITERS
 from icl_jax.baselines.logreg import fit_logreg

@@ -23,6 +23,9 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from icl_jax.baselines.common import before_matrix
+from icl_jax.baselines.common import check_episodes
+from icl_jax.baselines.common import nearest_earlier
 from icl_jax.baselines.logreg import predict_logreg
 
 # Picked by `tune_sgd_lr` on z-normalised, projected digits episodes (inputs of squared norm
@@ -31,20 +34,6 @@ DEFAULT_SGD_LR = 0.1
 SGD_LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
 
 _HIGHEST = jax.lax.Precision.HIGHEST
-
-
-def _check(x_BxTxD: jax.Array, y_BxT: jax.Array) -> None:
-  if x_BxTxD.ndim != 3 or y_BxT.shape != x_BxTxD.shape[:2]:
-    raise ValueError(f'Expected x_BxTxD and y_BxT, got shapes {x_BxTxD.shape} and {y_BxT.shape}.')
-
-
-def _before(seq_len: int) -> jax.Array:
-  """before_TxT[t, j] = 1 where j < t: summing rows with it gives the context seen before t.
-
-  A matmul rather than a cumsum: XLA:CPU lowers cumsum to a quadratic reduce-window, and an
-  exclusive sum taken as (inclusive - own row) would let row t's own label leak into rounding.
-  """
-  return (jnp.arange(seq_len)[None, :] < jnp.arange(seq_len)[:, None]).astype(jnp.float32)
 
 
 def accuracy_per_position(scores_BxTxC: jax.Array, y_BxT: jax.Array) -> jax.Array:
@@ -61,7 +50,7 @@ def predict_sgd(x_BxTxD: jax.Array, y_BxT: jax.Array, num_classes: int,
   and b take one cross-entropy gradient step on (x_t, y_t). `lr` may be traced, so a grid of
   rates can be vmapped (see `tune_sgd_lr`).
   """
-  _check(x_BxTxD, y_BxT)
+  check_episodes(x_BxTxD, y_BxT)
   num_features = x_BxTxD.shape[-1]
 
   def episode(x_TxD, y_T):
@@ -98,19 +87,12 @@ def tune_sgd_lr(x_BxTxD: jax.Array, y_BxT: jax.Array, num_classes: int,
   Returns:
     (best_lr, {lr: mean accuracy}); ties go to the first rate in `grid`.
   """
-  _check(x_BxTxD, y_BxT)
+  check_episodes(x_BxTxD, y_BxT)
   lr_L = jnp.asarray(grid, jnp.float32)
   acc_L = jax.device_get(_sgd_accuracy_by_lr(x_BxTxD, y_BxT, lr_L, num_classes))
   acc_by_lr = {float(lr): float(acc) for lr, acc in zip(grid, acc_L)}
   best_lr = float(grid[int(acc_L.argmax())])
   return best_lr, acc_by_lr
-
-
-def _pairwise_sq_dists(x_TxD: jax.Array) -> jax.Array:
-  sq_T = jnp.sum(x_TxD * x_TxD, axis=-1)
-  gram_TxT = jnp.matmul(x_TxD, x_TxD.T, precision=_HIGHEST)
-  # The expansion can dip below zero by rounding; distances only get ranked, so no clamp.
-  return sq_T[:, None] + sq_T[None, :] - 2.0 * gram_TxT
 
 
 def predict_knn(x_BxTxD: jax.Array, y_BxT: jax.Array, num_classes: int, k: int = 1) -> jax.Array:
@@ -120,7 +102,7 @@ def predict_knn(x_BxTxD: jax.Array, y_BxT: jax.Array, num_classes: int, k: int =
   class of the nearest neighbour (rather than the lowest class index, which a label permutation
   would make arbitrary) and a strict majority always wins.
   """
-  _check(x_BxTxD, y_BxT)
+  check_episodes(x_BxTxD, y_BxT)
   k = min(k, x_BxTxD.shape[1])
 
   def episode(x_TxD, y_T):
@@ -132,23 +114,14 @@ def predict_knn(x_BxTxD: jax.Array, y_BxT: jax.Array, num_classes: int, k: int =
   return jax.vmap(episode)(x_BxTxD.astype(jnp.float32), y_BxT)
 
 
-def nearest_earlier(x_TxD: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-  """(valid_TxK, idx_TxK): the k nearest (Euclidean) examples before each position t,
-  nearest first. Before t there may be fewer than k: the missing ones have valid 0."""
-  seq_len = x_TxD.shape[0]
-  dist_TxT = jnp.where(_before(seq_len) > 0, _pairwise_sq_dists(x_TxD), jnp.inf)
-  neg_dist_TxK, idx_TxK = jax.lax.top_k(-dist_TxT, k)
-  return (neg_dist_TxK > -jnp.inf).astype(jnp.float32), idx_TxK
-
-
 def predict_centroid(x_BxTxD: jax.Array, y_BxT: jax.Array, num_classes: int) -> jax.Array:
   """Nearest class centroid (Euclidean) among the classes seen before t.
 
   Scores are minus squared distances; classes not seen yet score -inf, so they are never
   predicted while any class has been seen (all zeros at t = 0).
   """
-  _check(x_BxTxD, y_BxT)
-  before_TxT = _before(x_BxTxD.shape[1])
+  check_episodes(x_BxTxD, y_BxT)
+  before_TxT = before_matrix(x_BxTxD.shape[1])
 
   def episode(x_TxD, y_T):
     y1h_TxC = jax.nn.one_hot(y_T, num_classes, dtype=jnp.float32)
@@ -165,9 +138,9 @@ def predict_centroid(x_BxTxD: jax.Array, y_BxT: jax.Array, num_classes: int) -> 
 
 def predict_majority(x_BxTxD: jax.Array, y_BxT: jax.Array, num_classes: int) -> jax.Array:
   """Counts of each label before t: predicts the most frequent one (lowest index on ties)."""
-  _check(x_BxTxD, y_BxT)
+  check_episodes(x_BxTxD, y_BxT)
   y1h_BxTxC = jax.nn.one_hot(y_BxT, num_classes, dtype=jnp.float32)
-  return jnp.einsum('tj,bjc->btc', _before(y_BxT.shape[1]), y1h_BxTxC, precision=_HIGHEST)
+  return jnp.einsum('tj,bjc->btc', before_matrix(y_BxT.shape[1]), y1h_BxTxC, precision=_HIGHEST)
 
 
 def make_baselines(sgd_lr: float = DEFAULT_SGD_LR) -> dict[str, Callable[..., jax.Array]]:

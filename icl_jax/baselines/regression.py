@@ -44,10 +44,11 @@ from sklearn import ensemble
 from sklearn import tree
 import threadpoolctl
 
-from icl_jax.baselines.classifiers import _before  # pylint: disable=protected-access
-from icl_jax.baselines.classifiers import _check  # pylint: disable=protected-access
-from icl_jax.baselines.classifiers import _pairwise_sq_dists  # pylint: disable=protected-access
-from icl_jax.baselines.classifiers import nearest_earlier
+from icl_jax.baselines.common import before_matrix
+from icl_jax.baselines.common import check_episodes
+from icl_jax.baselines.common import nearest_earlier
+from icl_jax.baselines.common import normalized_squared_error_BxT
+from icl_jax.baselines.common import pairwise_sq_dists
 
 # Defaults for `REGRESSION_BASELINES`. Each is a choice for the function classes of Garg et al.
 # (x, w ~ N(0, I_d)); tune on training-task episodes for other data.
@@ -87,10 +88,10 @@ def _as_float(x_BxTxD: jax.Array, y_BxT: jax.Array) -> tuple[jax.Array, jax.Arra
 def _prefix_moments(x_TxD: jax.Array, y_T: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Sufficient statistics of every prefix: X_t^T X_t, X_t^T y_t and max(t, 1).
 
-  Summed with the strictly-lower-triangular `_before` matrix, so row t holds exactly the
+  Summed with the strictly-lower-triangular `before_matrix`, so row t holds exactly the
   examples j < t and nothing from later rows can reach it.
   """
-  before_TxT = _before(x_TxD.shape[0])
+  before_TxT = before_matrix(x_TxD.shape[0])
   xx_TxDxD = jnp.einsum('tj,jd,je->tde', before_TxT, x_TxD, x_TxD, precision=_HIGHEST)
   xy_TxD = jnp.einsum('tj,j,jd->td', before_TxT, y_T, x_TxD, precision=_HIGHEST)
   count_T = jnp.maximum(jnp.arange(x_TxD.shape[0], dtype=jnp.float32), 1.0)
@@ -112,7 +113,7 @@ def _spectral_episode(x_TxD: jax.Array, y_T: jax.Array, lam: jax.Array,
   minimisers nor the minimum norm, so its solution is the prefix's. An SVD per prefix, rather than
   solving with X^T X, keeps float32 accurate at t ~ D, where X^T X squares the condition number.
   """
-  before_TxT = _before(x_TxD.shape[0])
+  before_TxT = before_matrix(x_TxD.shape[0])
   xm_TxTxD = before_TxT[:, :, None] * x_TxD[None, :, :]
   ym_TxT = before_TxT * y_T[None, :]
   u_TxTxK, s_TxK, vt_TxKxD = jnp.linalg.svd(xm_TxTxD, full_matrices=False)
@@ -146,7 +147,7 @@ def predict_ridge(x_BxTxD: jax.Array, y_BxT: jax.Array, lam: float | jax.Array =
     rcond: singular values below rcond * the largest are treated as zero (static); default
       10 * max(T, D) * float32 eps, as in `jnp.linalg.pinv`.
   """
-  _check(x_BxTxD, y_BxT)
+  check_episodes(x_BxTxD, y_BxT)
   x_BxTxD, y_BxT = _as_float(x_BxTxD, y_BxT)
   if rcond is None:
     rcond = _default_rcond(*x_BxTxD.shape[1:])
@@ -227,7 +228,7 @@ def predict_lasso(x_BxTxD: jax.Array, y_BxT: jax.Array,
   (static) so that it jits; see DEFAULT_LASSO_NUM_ITERS for the accuracy that buys. alpha > 0,
   may be traced.
   """
-  _check(x_BxTxD, y_BxT)
+  check_episodes(x_BxTxD, y_BxT)
   x_BxTxD, y_BxT = _as_float(x_BxTxD, y_BxT)
   alpha = jnp.asarray(alpha, jnp.float32)
   return jax.vmap(lambda x, y: _lasso_episode(x, y, alpha, num_iters))(x_BxTxD, y_BxT)
@@ -246,7 +247,7 @@ def predict_gd(x_BxTxD: jax.Array, y_BxT: jax.Array, num_steps: int = DEFAULT_GD
   changing with t; stability needs lr < 2 / lambda_max(X^T X / n), about 2 / D at t = 1 for
   x ~ N(0, I_D). `num_steps` is static, `lr` may be traced (see `tune_gd_lr`).
   """
-  _check(x_BxTxD, y_BxT)
+  check_episodes(x_BxTxD, y_BxT)
   x_BxTxD, y_BxT = _as_float(x_BxTxD, y_BxT)
 
   def episode(x_TxD, y_T):
@@ -263,24 +264,32 @@ def predict_gd(x_BxTxD: jax.Array, y_BxT: jax.Array, num_steps: int = DEFAULT_GD
   return jax.vmap(episode)(x_BxTxD, y_BxT)
 
 
-def normalized_squared_error(pred_BxT: jax.Array, y_BxT: jax.Array, dim: int) -> jax.Array:
-  """Squared error per position, averaged over episodes and divided by the input dimension: err_T.
+def normalized_squared_error(pred_BxT: jax.Array, y_BxT: jax.Array,
+                             y_variance: float | jax.Array) -> jax.Array:
+  """`normalized_squared_error_BxT` averaged over episodes, per position: err_T.
 
-  Garg et al.'s metric: 1 for the zero predictor on x, w ~ N(0, I_dim), noiseless.
+  For Garg et al.'s noiseless linear regression (x, w ~ N(0, I_dim)) y_variance = dim, their
+  metric: 1 for the zero predictor.
   """
-  err_BxT = jnp.square(jnp.asarray(pred_BxT, jnp.float32) - jnp.asarray(y_BxT, jnp.float32))
-  return jnp.mean(err_BxT, axis=0) / dim
+  # Mean over episodes first, then the division: the order this function has always used, so
+  # its numbers stay bit-identical (dividing by 1.0 is exact).
+  err_BxT = normalized_squared_error_BxT(
+      jnp.asarray(pred_BxT, jnp.float32), jnp.asarray(y_BxT, jnp.float32), 1.0)
+  return jnp.mean(err_BxT, axis=0) / y_variance
 
 
-def normalized_squared_error_interval(pred_BxT: jax.Array, y_BxT: jax.Array, dim: int,
+def normalized_squared_error_interval(pred_BxT: jax.Array, y_BxT: jax.Array,
+                                      y_variance: float | jax.Array,
                                       z: float = 1.96) -> tuple[jax.Array, jax.Array]:
   """`normalized_squared_error` and the half-width of its normal-approximation interval.
 
   Returns (err_T, half_width_T) with half_width = z * std / sqrt(B) over episodes (z = 1.96: a
   95% interval; needs B >= 2). Garg et al. bootstrap instead; with B in the hundreds or more the
-  two agree, and this costs nothing.
+  two agree, and this costs nothing. For Garg et al.'s noiseless linear regression
+  y_variance = dim.
   """
-  err_BxT = jnp.square(jnp.asarray(pred_BxT, jnp.float32) - jnp.asarray(y_BxT, jnp.float32)) / dim
+  err_BxT = normalized_squared_error_BxT(
+      jnp.asarray(pred_BxT, jnp.float32), jnp.asarray(y_BxT, jnp.float32), y_variance)
   num_episodes = err_BxT.shape[0]
   half_width_T = z * jnp.std(err_BxT, axis=0, ddof=1) / np.sqrt(num_episodes)
   return jnp.mean(err_BxT, axis=0), half_width_T
@@ -305,7 +314,7 @@ def tune_gd_lr(x_BxTxD: jax.Array, y_BxT: jax.Array, num_steps: int = DEFAULT_GD
   Returns:
     (best_lr, {lr: mean error}); ties go to the first rate in `lrs`.
   """
-  _check(x_BxTxD, y_BxT)
+  check_episodes(x_BxTxD, y_BxT)
   lr_L = jnp.asarray(lrs, jnp.float32)
   err_L = np.asarray(jax.device_get(_gd_error_by_lr(x_BxTxD, y_BxT, lr_L, num_steps)))
   err_L = np.where(np.isfinite(err_L), err_L, np.inf)
@@ -318,9 +327,9 @@ def predict_averaging(x_BxTxD: jax.Array, y_BxT: jax.Array) -> jax.Array:
 
   Unbiased for w when E[x x^T] = I; equal to one step of `predict_gd` at lr = 1.
   """
-  _check(x_BxTxD, y_BxT)
+  check_episodes(x_BxTxD, y_BxT)
   x_BxTxD, y_BxT = _as_float(x_BxTxD, y_BxT)
-  before_TxT = _before(x_BxTxD.shape[1])
+  before_TxT = before_matrix(x_BxTxD.shape[1])
   xy_BxTxD = jnp.einsum('tj,bj,bjd->btd', before_TxT, y_BxT, x_BxTxD, precision=_HIGHEST)
   count_T = jnp.maximum(jnp.arange(x_BxTxD.shape[1], dtype=jnp.float32), 1.0)
   return jnp.sum(xy_BxTxD * x_BxTxD, axis=-1) / count_T[None, :]
@@ -335,7 +344,7 @@ def predict_knn(x_BxTxD: jax.Array, y_BxT: jax.Array, k: int = DEFAULT_KNN_K) ->
   Garg et al.'s 3-NN baseline (sklearn's `KNeighborsRegressor(k, weights='uniform')`); equal
   distances go to the earlier example. `k` is static.
   """
-  _check(x_BxTxD, y_BxT)
+  check_episodes(x_BxTxD, y_BxT)
   x_BxTxD, y_BxT = _as_float(x_BxTxD, y_BxT)
   k = min(k, x_BxTxD.shape[1])
 
@@ -361,13 +370,13 @@ def _gp_episode(x_TxD: jax.Array, y_T: jax.Array, length_scale: jax.Array, noise
   seq_len = x_TxD.shape[0]
   # The expanded distance can dip below zero by rounding; a kernel value above signal_var
   # could make the matrix indefinite.
-  sq_dist_TxT = jnp.maximum(_pairwise_sq_dists(x_TxD), 0.0)
+  sq_dist_TxT = jnp.maximum(pairwise_sq_dists(x_TxD), 0.0)
   k_TxT = signal_var * jnp.exp(-0.5 * sq_dist_TxT / (length_scale * length_scale))
   chol_TxT = jnp.linalg.cholesky(k_TxT + noise * jnp.eye(seq_len, dtype=jnp.float32))
   solve = functools.partial(jax.scipy.linalg.solve_triangular, chol_TxT, lower=True)
   z_T = solve(y_T)
   v_TxT = solve(k_TxT)
-  return jnp.einsum('tj,jt,j->t', _before(seq_len), v_TxT, z_T, precision=_HIGHEST)
+  return jnp.einsum('tj,jt,j->t', before_matrix(seq_len), v_TxT, z_T, precision=_HIGHEST)
 
 
 def predict_gp_posterior_mean(x_BxTxD: jax.Array, y_BxT: jax.Array,
@@ -385,7 +394,7 @@ def predict_gp_posterior_mean(x_BxTxD: jax.Array, y_BxT: jax.Array,
   Cholesky factorisation fail, which turns the whole episode into NaN. The hyperparameters may
   be traced.
   """
-  _check(x_BxTxD, y_BxT)
+  check_episodes(x_BxTxD, y_BxT)
   x_BxTxD, y_BxT = _as_float(x_BxTxD, y_BxT)
   hparams = [jnp.asarray(h, jnp.float32) for h in (length_scale, noise, signal_var)]
   return jax.vmap(lambda x, y: _gp_episode(x, y, *hparams))(x_BxTxD, y_BxT)
@@ -398,7 +407,7 @@ def _host_per_prefix(x_BxTxD: np.ndarray | jax.Array, y_BxT: np.ndarray | jax.Ar
                      make_model: Callable[[], object]) -> np.ndarray:
   x_BxTxD = np.asarray(x_BxTxD, np.float32)
   y_BxT = np.asarray(y_BxT, np.float32)
-  _check(x_BxTxD, y_BxT)
+  check_episodes(x_BxTxD, y_BxT)
   batch_size, seq_len, _ = x_BxTxD.shape
   pred_BxT = np.zeros((batch_size, seq_len), np.float32)
   # OpenMP threads only add start-up and spin-wait costs on a few dozen examples: measured 40x
