@@ -14,36 +14,15 @@ on 2 CPU cores; `paper_format` switches to the paper's [x_t, onehot(y_{t-1})] to
 """
 
 from icl_jax import config as config_lib
+from icl_jax import presets
 
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, smoke=False, paper_format=False, num_tasks=2**16,
                              width=64, depth=2, steps=2500, positions='learned')
-  c = config_lib.base_config()
-  c.data.dataset = 'digits'
-  c.data.image_shape = (8, 8)
-
-  c.task.num_tasks = arg.num_tasks
-  c.task.seq_len = 50
-  c.task.prompt = 'gpicl' if arg.paper_format else 'context_query'
-
-  c.model.width = arg.width
-  c.model.depth = arg.depth
-  c.model.num_heads = 4
-  c.model.qkv_size = arg.width // 4
-  c.model.mlp_ratio = 4
-  c.model.positions = arg.positions
-
-  c.train.steps = arg.steps
-  c.train.batch_size = 64
-  c.train.lr = 1e-3
-  c.train.warmup_steps = 100
-  c.train.grad_clip = 1.0
-  c.train.log_every_steps = 50
-  c.train.eval_every_steps = 500
-  c.train.checkpoint_every_steps = 500
-  c.eval.num_episodes = 256
-
+  c = presets.gpicl_digits(arg.num_tasks, arg.width, arg.steps, depth=arg.depth,
+                           prompt='gpicl' if arg.paper_format else 'context_query',
+                           positions=arg.positions)
   if arg.smoke:
     config_lib.shrink_for_smoke(c, steps=30)
   return c

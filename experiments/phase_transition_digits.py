@@ -19,8 +19,8 @@ setting with its own prompt format.
 """
 
 from icl_jax import config as config_lib
-
-INFINITE = config_lib.INFINITE_TASKS
+from icl_jax import fields
+from icl_jax import presets
 
 
 def _arg(arg):
@@ -29,37 +29,11 @@ def _arg(arg):
       seeds=1, steps=1200, num_tasks=2**16)
 
 
-def _task_counts(text):
-  return [INFINITE if t == 'inf' else int(t) for t in text.split('+')]
-
-
 def get_config(arg=None):
   a = _arg(arg)
-  c = config_lib.base_config()
-  c.data.dataset = 'digits'
-  c.data.image_shape = (8, 8)
-
-  c.task.num_tasks = a.num_tasks
-  c.task.seq_len = 50
-  c.task.prompt = 'context_query'
-
-  width = int(a.widths.split('+')[0])
-  c.model.width = width
-  c.model.depth = 2
-  c.model.num_heads = 4
-  c.model.qkv_size = width // 4
-  c.model.mlp_ratio = 4
-
-  c.train.steps = a.steps
-  c.train.batch_size = 64
-  c.train.lr = 1e-3
-  c.train.warmup_steps = 100
-  c.train.grad_clip = 1.0
-  c.train.log_every_steps = 50
-  c.train.eval_every_steps = 400
-  c.train.checkpoint_every_steps = 400
-  c.eval.num_episodes = 256
-
+  # experiments/gpicl_digits.py's setting at the grid's first width, evaluated more often.
+  c = presets.gpicl_digits(a.num_tasks, int(a.widths.split('+')[0]), a.steps,
+                           eval_every_steps=400)
   if a.smoke:
     config_lib.shrink_for_smoke(c, steps=20)
   return c
@@ -68,10 +42,10 @@ def get_config(arg=None):
 def sweep(add, arg=None):
   a = _arg(arg)
   widths = [int(w) for w in a.widths.split('+')]
-  tasks = _task_counts(a.tasks)
+  tasks = presets.task_counts(a.tasks)
   seeds = range(a.seeds)
   if a.smoke:  # A 2 x 3 grid of tiny models: the whole pipeline in about a minute.
-    widths, tasks, seeds = [8, 16], [1, 64, INFINITE], range(1)
+    widths, tasks, seeds = [8, 16], [1, 64, fields.INFINITE_TASKS], range(1)
   for width in widths:
     for num_tasks in tasks:
       for seed in seeds:

@@ -1,7 +1,10 @@
-"""Config builders shared by experiment files that differ in a field or two.
+"""Config builders and option parsers shared by experiment files.
 
 Experiment files are loaded by path (ml_collections' config flags), so what several of them
-share lives here, in the package, instead of being copied into each.
+share lives here, in the package, and they import it (`from icl_jax import presets`): never
+one experiment file from another, and never a copy of one inside another. An experiment file
+parses its own options and applies its `smoke` shrink; a builder here returns the full-size
+config.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import ml_collections
 
 from icl_jax import config as config_lib
+from icl_jax import fields
 from icl_jax.errors import UserError
 
 # Garg et al.'s model sizes: (width, depth, heads). GPT-2-style pre-LN, learned positions.
@@ -93,4 +97,84 @@ def garg(family: str, arg: str | None) -> ml_collections.ConfigDict:
     c.train.steps, c.train.batch_size, c.train.warmup_steps = 20, 16, 0
     c.train.log_every_steps = c.train.eval_every_steps = c.train.checkpoint_every_steps = 10
     c.eval.num_episodes, c.eval.last_positions = 32, 4
+  return c
+
+
+def task_counts(text: str) -> list[int]:
+  """A '+'-separated list of task-pool sizes, 'inf' for an infinite pool: '1+64+inf' ->
+  [1, 64, fields.INFINITE_TASKS]."""
+  return [fields.INFINITE_TASKS if t == 'inf' else int(t) for t in text.split('+')]
+
+
+def gpicl_digits(num_tasks: int, width: int, steps: int, *, depth: int = 2,
+                 prompt: str = 'context_query', positions: str = 'learned',
+                 eval_every_steps: int = 500) -> ml_collections.ConfigDict:
+  """GPICL tasks on the embedded 8x8 digits, sized to train on a CPU in minutes.
+
+  T = 50 examples an episode, `num_tasks` tasks (fields.INFINITE_TASKS: a fresh one every
+  episode); a Transformer of the given width and depth with 4 heads of size width / 4; Adam
+  at 1e-3 after 100 warm-up steps, clipped at 1, batch 64. Evaluations and checkpoints every
+  `eval_every_steps`.
+  """
+  c = config_lib.base_config()
+  c.data.dataset = 'digits'
+  c.data.image_shape = (8, 8)
+
+  c.task.num_tasks = num_tasks
+  c.task.seq_len = 50
+  c.task.prompt = prompt
+
+  c.model.width = width
+  c.model.depth = depth
+  c.model.num_heads = 4
+  c.model.qkv_size = width // 4
+  c.model.mlp_ratio = 4
+  c.model.positions = positions
+
+  c.train.steps = steps
+  c.train.batch_size = 64
+  c.train.lr = 1e-3
+  c.train.warmup_steps = 100
+  c.train.grad_clip = 1.0
+  c.train.log_every_steps = 50
+  c.train.eval_every_steps = eval_every_steps
+  c.train.checkpoint_every_steps = eval_every_steps
+  c.eval.num_episodes = 256
+  return c
+
+
+def gpicl_mnist(num_tasks: int = 2**16, model_size: int = 256, steps: int = 50_000, *,
+                paper_format: bool = True) -> ml_collections.ConfigDict:
+  """GPICL in the paper's setting: MNIST, T = 100, batch 128, N_M = `model_size`.
+
+  The defaults are the paper's main run. `paper_format`: the paper's [x_t, onehot(y_{t-1})]
+  tokens, else the `context_query` prompt.
+  """
+  c = config_lib.base_config()
+  c.data.dataset = 'mnist'
+  c.data.image_shape = (28, 28)
+
+  c.task.num_tasks = num_tasks
+  c.task.seq_len = 100
+  c.task.prompt = 'gpicl' if paper_format else 'context_query'
+
+  # The paper's appendix: 4 layers, 8 heads, key/query/value size 32, MLP 4 x N_M.
+  c.model.width = model_size
+  c.model.depth = 4
+  c.model.num_heads = 8
+  c.model.qkv_size = 32
+  c.model.mlp_ratio = 4
+
+  # Adam settings of a public re-implementation (lr 2e-4, eps 1e-10, clip 2.0); the
+  # paper does not state them.
+  c.train.steps = steps
+  c.train.batch_size = 128
+  c.train.lr = 2e-4
+  c.train.eps = 1e-10
+  c.train.grad_clip = 2.0
+  c.train.warmup_steps = 1000
+  c.train.log_every_steps = 100
+  c.train.eval_every_steps = 2500
+  c.train.checkpoint_every_steps = 2500
+  c.eval.num_episodes = 1024
   return c
