@@ -7,8 +7,6 @@ import math
 import os
 from typing import Mapping
 
-import jax
-
 METRICS_FILE = 'metrics.jsonl'
 
 
@@ -16,6 +14,8 @@ class MetricWriter:
   """Appends `{"step": s, name: value, ...}` lines to `<workdir>/metrics.jsonl`."""
 
   def __init__(self, workdir: str, resume_step: int = 0):
+    # Imported here: readers of metrics.jsonl (the sweep report) must not pay for JAX.
+    import jax  # pylint: disable=g-import-not-at-top
     self.enabled = jax.process_index() == 0
     self.path = os.path.join(workdir, METRICS_FILE)
     self._tb = None

@@ -192,7 +192,7 @@ def make_groups(points: Sequence[Point], max_group_size: int | None = None) -> l
     return [[p] for p in points]
   by_key: dict[tuple, list[Point]] = {}
   for p in points:
-    failed = point_status(p) == 'failed'
+    failed = point_status(p) == status_lib.FAILED
     key = (static_key(p.config), latest_step(p.workdir), p.workdir if failed else '')
     by_key.setdefault(key, []).append(p)
   groups = []
@@ -202,7 +202,8 @@ def make_groups(points: Sequence[Point], max_group_size: int | None = None) -> l
 
 
 def point_status(point: Point) -> str:
-  """'done' (trained to its steps), 'failed', 'running' (has checkpoints) or 'pending'."""
+  """One of status.STATES: done (trained to its steps), failed, running (has checkpoints) or
+  pending; status.state_of has the rule."""
   return status_lib.run_state(point.workdir, point.config.train.steps)
 
 

@@ -187,9 +187,9 @@ def report_group(points: list[sweep_lib.Point], returncode: int | str, log: str)
     if status is None:
       if returncode == 0:
         continue
-      status = {'status': 'failed', 'step': sweep_lib.latest_step(p.workdir), 'summary': {},
-                'error': f'the worker crashed (exit {returncode}) before finishing'}
-    if status['status'] != 'failed':
+      status = {'status': status_lib.FAILED, 'step': sweep_lib.latest_step(p.workdir),
+                'summary': {}, 'error': f'the worker crashed (exit {returncode}) before finishing'}
+    if status['status'] != status_lib.FAILED:
       continue
     if status.get('log') != log:
       status['log'] = log
@@ -291,10 +291,10 @@ def launch(argv: list[str]) -> int:
 
   points = sweep_lib.expand(config_arg, root, main_lib.CONFIG.value)
   status = {p.workdir: sweep_lib.point_status(p) for p in points}
-  todo = [p for p in points if status[p.workdir] != 'done']
+  todo = [p for p in points if status[p.workdir] != status_lib.DONE]
   grouped = _BACKEND.value != 'local'
   groups = sweep_lib.make_groups(todo, _MAX_GROUP.value if grouped else None)
-  counts = {s: list(status.values()).count(s) for s in ('done', 'failed', 'running', 'pending')}
+  counts = {s: list(status.values()).count(s) for s in status_lib.STATES}
   print(f'{len(points)} points in {root}: ' + ', '.join(f'{n} {s}' for s, n in counts.items()) +
         f'; {len(todo)} to run in {len(groups)} group(s) ({_BACKEND.value})', file=sys.stderr)
   if _DRY_RUN.value:
@@ -303,8 +303,8 @@ def launch(argv: list[str]) -> int:
       for p in group:
         print(f'  [{status[p.workdir]}] {p.name}  ->  {p.workdir}')
     for p in points:
-      if status[p.workdir] == 'done':
-        print(f'[done] {p.name}  ->  {p.workdir}')
+      if status[p.workdir] == status_lib.DONE:
+        print(f'[{status_lib.DONE}] {p.name}  ->  {p.workdir}')
     return 0
   launch_id = sweep_lib.write_manifest(root, config_arg, points, groups, _BACKEND.value)
   for p in todo:  # Being (re)trained: an old status would mask a crash of this launch.
@@ -319,7 +319,7 @@ def launch(argv: list[str]) -> int:
       return 0  # Submitted or printed: the points finish later, elsewhere.
   else:
     failed = run_subprocesses(root, launch_id, groups, _PARALLEL.value if not grouped else 1)
-  done = sum(sweep_lib.point_status(p) == 'done' for p in points)
+  done = sum(sweep_lib.point_status(p) == status_lib.DONE for p in points)
   print(f'{done}/{len(points)} points done, {failed} failed. Figures: '
         f'python -m icl_jax.report --root {root}', file=sys.stderr)
   return 1 if failed else 0

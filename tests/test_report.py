@@ -13,6 +13,7 @@ import pytest
 
 from icl_jax import report as report_lib
 from icl_jax.errors import UserError
+from icl_jax.report import figures as figures_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LN10 = math.log(10)
@@ -147,7 +148,7 @@ def fixture_plots(monkeypatch):
   """Records which figures report() asks for, without drawing them."""
   calls = []
   for name in ('plot_phase_diagram', 'plot_unseen_vs_tasks', 'plot_plateau'):
-    monkeypatch.setattr(report_lib, name,
+    monkeypatch.setattr(figures_lib, name,
                         lambda path, *args, name=name: calls.append(os.path.basename(path)))
   return calls
 
@@ -249,9 +250,9 @@ def test_report_draws_readable_figures_into_out(sweep):
 
 def test_cell_phase_takes_the_most_common_label():
   def done(phase):
-    return report_lib.Point('p', 'p', 'p', {}, {}, state='done', phase=phase)
+    return report_lib.PointRecord('p', 'p', 'p', {}, {}, state='done', phase=phase)
   points = [done('memorisation'), done('general_learning'), done('general_learning'),
-            report_lib.Point('q', 'q', 'q', {}, {}, state='failed')]
+            report_lib.PointRecord('q', 'q', 'q', {}, {}, state='failed')]
   assert report_lib.cell_phase(points) == ('general_learning', 2)
   assert report_lib.phase_cell(points) == 'general_learning (2/4)'
   # A tie goes to the label listed first in diagnose.PHASES.
@@ -289,7 +290,7 @@ def test_unswept_model_is_one_row_and_batch_size_plateau(tmp_path, plots):
   result = report_lib.report(root)
   assert next(table_rows(result['table'], 'width=64,depth=2')) == ['0.100']
   assert 'plateau.png' in result['figures'] and 'plateau.png' in plots
-  assert report_lib.plateau_fields(report_lib.collect(root)[0], ['train.batch_size']) == [
+  assert report_lib.plateau_fields(report_lib.read_points(root)[0], ['train.batch_size']) == [
       'train.batch_size']
   rows = read_csv(result['csv'])
   assert rows['train.batch_size=32']['plateau_steps'] == '250'
@@ -361,7 +362,7 @@ def test_no_done_point_skips_figures(tmp_path, plots):
 def test_a_figure_that_fails_to_draw_is_skipped(tmp_path, plots, monkeypatch):
   def broken(path, *args):
     raise ValueError('no room for the legend')
-  monkeypatch.setattr(report_lib, 'plot_unseen_vs_tasks', broken)
+  monkeypatch.setattr(figures_lib, 'plot_unseen_vs_tasks', broken)
   root = str(tmp_path / 'sweep')
   write_sweep(root, [(grid_point(32, 16, 0), dict(acc=summary(0.1, 0.8, 0.1, 0.7),
                                                   num_params=10, records=loss_records()))])
@@ -406,3 +407,17 @@ def test_cli(tmp_path):
   bad = run('--root', str(tmp_path / 'missing'))
   assert bad.returncode == 2
   assert bad.stderr.startswith('error: Sweep root') and 'Traceback' not in bad.stderr
+
+
+def test_report_imports_no_jax():
+  """The report runs where only the sweep's files are: importing it (and its CLI) must not
+  pull in JAX, orbax or TFDS, nor the trainer's modules that do."""
+  heavy = ('jax', 'orbax', 'tensorflow_datasets', 'icl_jax.train', 'icl_jax.config',
+           'icl_jax.checkpoint')
+  code = ('import sys, icl_jax.report, icl_jax.report.__main__\n'
+          f'heavy = {heavy!r}\n'
+          'loaded = [m for m in sys.modules if m in heavy or m.split(".")[0] in heavy]\n'
+          'assert not loaded, loaded\n')
+  result = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+  assert result.returncode == 0, result.stderr

@@ -1,0 +1,60 @@
+r"""The report of a sweep: one table of every point, and the phase diagram of the grid.
+
+  python -m icl_jax.report --root DIR [--out DIR]
+
+Reads the sweep root that the sweep launcher writes (`sweep.json`, and per point
+`point.json`, `status.json`, `metrics.jsonl`, optionally `eval/<step>/results.json`) and
+writes to `--out` (default: the root itself):
+  summary.csv          one row per point: its state, swept fields, accuracies, phase, plateau.
+  phase_diagram.png    model size x number of tasks: seen and unseen accuracy at the last
+                       positions, and the phase label (GPICL's Figure 3).
+  unseen_vs_tasks.png  unseen-task accuracy against the number of tasks, per model size.
+  plateau.png          loss-plateau length against batch size and/or number of tasks,
+                       when the sweep varies them.
+Then prints markdown tables of unseen accuracy and phase per cell, the counts of done,
+failed, running and pending points, and the reason of every failure. Points that have not
+finished, or failed, never stop the report: they show up as such.
+
+  points.py       reading a sweep root into PointRecords
+  grid.py         model size x number of tasks: cells, markdown tables, the text report
+  summary_csv.py  the columns and rows of summary.csv
+  figures.py      the three figures (matplotlib is imported only to draw them)
+No JAX, orbax or TFDS: the report runs anywhere the sweep's files can be read.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from icl_jax import files
+from icl_jax.report.figures import draw_figures, plateau_fields
+from icl_jax.report.grid import Grid, cell_mean, cell_phase, count_states, make_grid
+from icl_jax.report.grid import acc_cell, phase_cell, report_text
+from icl_jax.report.points import PointRecord, load_point, read_points
+from icl_jax.report.summary_csv import CSV_FILE, csv_columns, csv_row
+
+__all__ = ['report', 'PointRecord', 'load_point', 'read_points', 'Grid', 'make_grid',
+           'cell_mean', 'cell_phase', 'acc_cell', 'phase_cell', 'count_states', 'report_text',
+           'csv_columns', 'csv_row', 'draw_figures', 'plateau_fields']
+
+
+def report(root: str, out: str | None = None) -> dict[str, Any]:
+  """Writes summary.csv and the figures of the sweep at `root` into `out` (default: root).
+
+  Returns {'root', 'out', 'csv': path, 'figures': {name: path}, 'skipped': {name: reason},
+  'table': the text to print, 'rows': the CSV rows as dicts, 'counts': {state: n},
+  'swept': the swept fields}.
+  """
+  points, swept = read_points(root)
+  out = out or root
+  os.makedirs(out, exist_ok=True)
+  columns = csv_columns(swept)
+  rows = [csv_row(p, columns) for p in points]
+  csv_path = os.path.join(out, CSV_FILE)
+  files.write_csv(csv_path, columns, ([row[c] for c in columns] for row in rows))
+  grid = make_grid(points, swept)
+  figures, skipped = draw_figures(out, points, swept, grid)
+  return {'root': root, 'out': out, 'csv': csv_path, 'figures': figures, 'skipped': skipped,
+          'table': report_text(points, grid), 'rows': rows, 'counts': count_states(points),
+          'swept': swept}

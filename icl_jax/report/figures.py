@@ -1,0 +1,250 @@
+"""The sweep's figures, drawn from its PointRecords and their grid; matplotlib only here.
+
+  phase_diagram.png    model size x number of tasks: seen and unseen accuracy at the last
+                       positions, and the phase label (GPICL's Figure 3).
+  unseen_vs_tasks.png  unseen-task accuracy against the number of tasks, per model size.
+  plateau.png          loss-plateau length against batch size and/or number of tasks,
+                       when the sweep varies them.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from icl_jax import diagnose
+from icl_jax import fields as fields_lib
+from icl_jax.report.grid import Grid, cell_mean, cell_phase, done_accs, format_num_tasks
+from icl_jax.report.grid import num_tasks_key, value_key
+from icl_jax.report.points import BATCH_SIZE, NUM_TASKS
+from icl_jax.report.points import PointRecord
+from icl_jax.status import DONE
+
+PHASE_DIAGRAM, UNSEEN_VS_TASKS, PLATEAU = 'phase_diagram.png', 'unseen_vs_tasks.png', 'plateau.png'
+PHASE_ABBREV = {'general_learning': 'GL', 'task_identification': 'TI',
+                'memorisation': 'M', 'no_learning': 'NL'}
+PHASE_COLORS = {'general_learning': '#2ca02c', 'task_identification': '#ff7f0e',
+                'memorisation': '#1f77b4', 'no_learning': '#f4a6a6'}
+EMPTY_COLOR = '#eeeeee'
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _chances(points: Sequence[PointRecord]) -> list[float]:
+  return sorted({1.0 / p.num_classes for p in points if p.state == DONE and p.num_classes})
+
+
+def log2_positions(values: Sequence[Any], infinite: Any = None) -> dict[Any, float]:
+  """x of each value on a log2 axis; `infinite` goes two octaves past the largest value."""
+  finite = [v for v in values if v != infinite and isinstance(v, (int, float)) and v > 0]
+  xs = {v: math.log2(v) for v in finite}
+  if infinite is not None and infinite in values:
+    xs[infinite] = (max(xs.values()) + 2) if xs else 0.0
+  return xs
+
+
+def _axis_labels(ax, xs: Mapping[Any, float], field: str) -> None:
+  ax.set_xticks(list(xs.values()))
+  if field == NUM_TASKS:
+    ax.set_xticklabels([format_num_tasks(v, tex=True) for v in xs])
+    if fields_lib.INFINITE_TASKS in xs and len(xs) > 1:
+      # The infinite pool sits past a gap, not at a real log2 position.
+      ax.axvline(xs[fields_lib.INFINITE_TASKS] - 1, color='gray', ls=':', lw=0.8)
+  else:
+    ax.set_xticklabels([str(v) for v in xs])
+  ax.set_xlabel({NUM_TASKS: 'number of tasks', BATCH_SIZE: 'batch size'}.get(field, field))
+
+
+def plot_phase_diagram(path: str, grid: Grid, chances: Sequence[float]) -> None:
+  plt = _pyplot()
+  from matplotlib import colors as mcolors  # pylint: disable=g-import-not-at-top
+  from matplotlib import patches  # pylint: disable=g-import-not-at-top
+  num_rows, num_cols = len(grid.rows), len(grid.cols)
+  panel_w, panel_h = max(3.2, 0.75 * num_cols + 1.6), max(2.4, 0.55 * num_rows + 1.4)
+  fig, axes = plt.subplots(1, 3, figsize=(3 * panel_w + 1.5, panel_h + 0.9), squeeze=False)
+  chance = f' (chance {", ".join(f"{c:.2f}" for c in chances)})' if chances else ''
+  for ax, key, title in ((axes[0][0], 'seen/acc_last', 'seen tasks'),
+                         (axes[0][1], 'unseen/acc_last', 'unseen tasks')):
+    values_RxC = np.full((num_rows, num_cols), np.nan)
+    for i, row in enumerate(grid.rows):
+      for j, col in enumerate(grid.cols):
+        mean = cell_mean(grid.points(row, col), key)
+        values_RxC[i, j] = np.nan if mean is None else mean
+    cmap = plt.get_cmap('viridis').with_extremes(bad=EMPTY_COLOR)
+    image = ax.imshow(np.ma.masked_invalid(values_RxC), cmap=cmap, vmin=0, vmax=1,
+                      aspect='auto', origin='lower')
+    fig.colorbar(image, ax=ax, label='accuracy, last positions', fraction=0.08)
+    for (i, j), v in np.ndenumerate(values_RxC):
+      if not np.isnan(v):
+        ax.text(j, i, f'{v:.2f}', ha='center', va='center', fontsize=8,
+                color='white' if v < 0.6 else 'black')
+    ax.set_title(f'{title}: accuracy{chance}', fontsize=9)
+
+  ax = axes[0][2]
+  index_RxC = np.full((num_rows, num_cols), np.nan)
+  for i, row in enumerate(grid.rows):
+    for j, col in enumerate(grid.cols):
+      label, count = cell_phase(grid.points(row, col))
+      if label is not None:
+        index_RxC[i, j] = diagnose.PHASES.index(label)
+        text = PHASE_ABBREV[label] + ('*' if count < len(grid.points(row, col)) else '')
+        ax.text(j, i, text, ha='center', va='center', fontsize=8, fontweight='bold')
+  cmap = mcolors.ListedColormap([PHASE_COLORS[ph] for ph in diagnose.PHASES]).with_extremes(
+      bad=EMPTY_COLOR)
+  ax.imshow(np.ma.masked_invalid(index_RxC), cmap=cmap, vmin=-0.5,
+            vmax=len(diagnose.PHASES) - 0.5, aspect='auto', origin='lower')
+  handles = [patches.Patch(color=PHASE_COLORS[ph], label=f'{PHASE_ABBREV[ph]}: {ph}')
+             for ph in diagnose.PHASES]
+  handles.append(patches.Patch(color=EMPTY_COLOR, label='not done'))
+  ax.legend(handles=handles, fontsize=7, loc='upper left', bbox_to_anchor=(1.02, 1.0),
+            title='*: label of only some points', title_fontsize=7)
+  ax.set_title('phase (most common label)', fontsize=9)
+
+  for ax in axes[0]:
+    ax.set_xticks(range(num_cols))
+    ax.set_xticklabels([format_num_tasks(c, tex=True) for c in grid.cols])
+    ax.set_yticks(range(num_rows))
+    ax.set_yticklabels(grid.row_labels, fontsize=8)
+    ax.set_xlabel('number of tasks')
+  axes[0][0].set_ylabel('model size')
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_unseen_vs_tasks(path: str, grid: Grid, chances: Sequence[float]) -> None:
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  xs = log2_positions(grid.cols, infinite=fields_lib.INFINITE_TASKS)
+  colors = plt.get_cmap('plasma')(np.linspace(0.05, 0.8, max(len(grid.rows), 1)))
+  for color, row, label in zip(colors, grid.rows, grid.row_labels):
+    line_x, mean, lo, hi = [], [], [], []
+    for col in grid.cols:
+      values = done_accs(grid.points(row, col), 'unseen/acc_last')
+      if not values or col not in xs:
+        continue
+      line_x.append(xs[col])
+      mean.append(np.mean(values))
+      lo.append(min(values))
+      hi.append(max(values))
+      ax.scatter([xs[col]] * len(values), values, color=color, s=12, alpha=0.6, zorder=3)
+    if line_x:
+      ax.plot(line_x, mean, color=color, lw=2, marker='o', ms=4, label=label, zorder=4)
+      ax.fill_between(line_x, lo, hi, color=color, alpha=0.15)
+  for chance in chances:
+    ax.axhline(chance, color='gray', ls='--', lw=1, label=f'chance ({chance:.2f})')
+  _axis_labels(ax, xs, NUM_TASKS)
+  ax.set_ylabel('unseen-task accuracy, last positions')
+  ax.set_ylim(0, 1.02)
+  ax.grid(alpha=0.3)
+  ax.set_title('Generalisation to unseen tasks (mean, min-max band, seeds as dots)', fontsize=9)
+  ax.legend(fontsize=8, title='model size', title_fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plateau_fields(points: Sequence[PointRecord], swept: Sequence[str]) -> list[str]:
+  """The plateau fields (batch size, number of tasks) that take more than one value."""
+  return [f for f in (BATCH_SIZE, NUM_TASKS)
+          if f in swept and len({p.get(f) for p in points}) > 1]
+
+
+def plot_plateau(path: str, points: Sequence[PointRecord], grid: Grid,
+                 fields: Sequence[str]) -> None:
+  """Plateau length against each field, a line per model size (and the other field)."""
+  plt = _pyplot()
+  known = [p for p in points if p.state == DONE and p.left_plateau is not None]
+  fig, axes = plt.subplots(1, len(fields), figsize=(6.0 * len(fields), 4.2), squeeze=False)
+  for ax, field in zip(axes[0], fields):
+    _plateau_panel(plt, ax, known, grid, field, [f for f in fields if f != field])
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _plateau_panel(plt, ax, known: Sequence[PointRecord], grid: Grid, field: str,
+                   others: Sequence[str]) -> None:
+  from matplotlib import lines as mlines  # pylint: disable=g-import-not-at-top
+  infinite = fields_lib.INFINITE_TASKS if field == NUM_TASKS else None
+  xs = log2_positions(sorted({p.get(field) for p in known}, key=value_key), infinite)
+  groups = collections.defaultdict(list)
+  for p in known:
+    groups[(grid.row_of(p),) + tuple(p.get(f) for f in others)].append(p)
+  order = sorted(groups, key=lambda g: (grid.rows.index(g[0]), tuple(map(num_tasks_key, g[1:]))))
+  colors = plt.get_cmap('plasma')(np.linspace(0.05, 0.8, max(len(groups), 1)))
+  row_labels = dict(zip(grid.rows, grid.row_labels))
+  censored_any = False
+  for color, group in zip(colors, order):
+    label = row_labels[group[0]] + ''.join(
+        f', {_short(f)}={format_num_tasks(v) if f == NUM_TASKS else v}'
+        for f, v in zip(others, group[1:]))
+    steps_by_x = collections.defaultdict(list)
+    for p in groups[group]:
+      if p.get(field) not in xs:
+        continue
+      # Censored: it never left the plateau, so its length is at least the final step.
+      x, censored = xs[p.get(field)], not p.left_plateau
+      y = p.step if censored else p.plateau_steps
+      steps_by_x[x].append(y)
+      censored_any |= censored
+      ax.scatter([x], [y], s=40 if censored else 14, zorder=3, marker='^' if censored else 'o',
+                 facecolors='none' if censored else color, edgecolors=color)
+    line_x = sorted(steps_by_x)
+    ax.plot(line_x, [np.mean(steps_by_x[x]) for x in line_x], color=color, lw=1.8, label=label)
+  handles, _ = ax.get_legend_handles_labels()
+  if censored_any:
+    handles.append(mlines.Line2D([], [], color='gray', marker='^', ls='none',
+                                 markerfacecolor='none',
+                                 label='never left the plateau\n(at its final step)'))
+  ax.legend(handles=handles, fontsize=7)
+  _axis_labels(ax, xs, field)
+  ax.set_ylabel('steps until loss < ln(classes) - %g' % diagnose.PLATEAU_MARGIN)
+  ax.set_ylim(bottom=0)
+  ax.grid(alpha=0.3)
+  ax.set_title('Loss-plateau length (line: mean, counting censored points as their final '
+               'step)', fontsize=9)
+
+
+def _short(field: str) -> str:
+  return {BATCH_SIZE: 'batch', NUM_TASKS: 'tasks'}.get(field, field.rsplit('.', 1)[-1])
+
+
+def draw_figures(out: str, points: Sequence[PointRecord], swept: Sequence[str],
+                 grid: Grid) -> tuple[dict[str, str], dict[str, str]]:
+  """({figure: path} drawn, {figure: why not}); a figure that cannot be drawn is skipped."""
+  drawn, skipped = {}, {}
+
+  def draw(name, plot, *args):
+    try:
+      plot(os.path.join(out, name), *args)
+    except Exception as e:  # pylint: disable=broad-except
+      # A figure is a view of summary.csv: losing one must not lose the table and the CSV.
+      skipped[name] = f'drawing failed: {type(e).__name__}: {e}'
+    else:
+      drawn[name] = os.path.join(out, name)
+
+  if any(p.acc('unseen/acc_last') is not None for p in points):
+    chances = _chances(points)
+    draw(PHASE_DIAGRAM, plot_phase_diagram, grid, chances)
+    draw(UNSEEN_VS_TASKS, plot_unseen_vs_tasks, grid, chances)
+  else:
+    for name in (PHASE_DIAGRAM, UNSEEN_VS_TASKS):
+      skipped[name] = 'no point is done with an accuracy summary yet'
+  fields = plateau_fields(points, swept)
+  if not fields:
+    skipped[PLATEAU] = f'the sweep varies neither {BATCH_SIZE} nor {NUM_TASKS}'
+  elif not any(p.state == DONE and p.left_plateau is not None for p in points):
+    skipped[PLATEAU] = 'no done point has training-loss records and a class count'
+  else:
+    draw(PLATEAU, plot_plateau, points, grid, fields)
+  return drawn, skipped
