@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from icl_jax import baselines
+from icl_jax import baselines as baselines_lib
 from icl_jax import data
 from icl_jax import rng
 from icl_jax import sharding
@@ -129,7 +129,7 @@ class Evaluator:
     self._sample = jax.jit(sample, static_argnames=('unseen', 'options'))
     if spec.regression:
       y_variance = tasks.FAMILIES[spec.family].y_variance(spec.options)
-      score = lambda pred_BxT, ep: baselines.normalized_squared_error_BxT(
+      score = lambda pred_BxT, ep: baselines_lib.normalized_squared_error_BxT(
           pred_BxT, ep.y_BxT, y_variance)
       call = lambda fn, ep: fn(ep.x_BxTxD, ep.y_BxT)
     else:
