@@ -59,34 +59,26 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
                      baseline_names: Sequence[str] | None = None,
                      data_dir: str | None = None) -> dict[str, Any]:
   """Runs the whole meta-test of a checkpoint and writes results.json/.csv/.png."""
-  requested_step = step
-  ckpt, step, config = checkpoint_lib.open_run(workdir, step)
+  ckpt, _, config = checkpoint_lib.open_run(workdir, step)
   try:
-    return _evaluate(workdir, ckpt, requested_step, config, datasets, num_episodes, out,
-                     baseline_names, data_dir)
+    config.mesh.data = config.mesh.run = -1  # Whatever devices exist now.
+    if data_dir:
+      config.data.data_dir = data_dir
+    num_episodes = num_episodes or config.eval.num_episodes
+    if num_episodes < 1:
+      raise UserError(f'--num_tasks_eval must be >= 1, got {num_episodes}.')
+    wl = workload_lib.build(config)
+    spec = wl.spec
+    available = _available_baselines(config, spec)
+    unknown = [b for b in (baseline_names or ()) if b not in available]
+    if unknown:
+      raise UserError(f'Unknown baselines {unknown} for the {config.task.family!r} family; '
+                      f'choose from {", ".join(available)} or none.')
+    mesh = sharding.make_mesh(config.mesh)
+    # No --step: the newest checkpoint that restores (damaged ones are skipped, not moved).
+    step, state = wl.restore(ckpt, mesh, step)
   finally:
     ckpt.close()
-
-
-def _evaluate(workdir, ckpt, requested_step, config, datasets, num_episodes, out,
-              baseline_names, data_dir) -> dict[str, Any]:
-  config.mesh.data = config.mesh.run = -1  # Whatever devices exist now.
-  mesh = sharding.make_mesh(config.mesh)
-  if data_dir:
-    config.data.data_dir = data_dir
-  num_episodes = num_episodes or config.eval.num_episodes
-  if num_episodes < 1:
-    raise UserError(f'--num_tasks_eval must be >= 1, got {num_episodes}.')
-
-  wl = workload_lib.build(config)
-  spec = wl.spec
-  available = _available_baselines(config, spec)
-  unknown = [b for b in (baseline_names or ()) if b not in available]
-  if unknown:
-    raise UserError(f'Unknown baselines {unknown} for the {config.task.family!r} family; '
-                    f'choose from {", ".join(available)} or none.')
-  # No --step: the newest checkpoint that restores (damaged ones are skipped, not moved).
-  step, state = wl.restore(ckpt, mesh, requested_step)
   sets = make_eval_sets(wl, mesh, datasets,
                         include_random=not spec.regression and wl.reads_dataset,
                         data_dir=data_dir)
@@ -132,22 +124,28 @@ def _evaluate(workdir, ckpt, requested_step, config, datasets, num_episodes, out
       'config': config.to_dict(), 'results': results,
   }
 
-  out = out or os.path.join(workdir, 'eval', str(step))
+  return write_outputs(report, wl, sets, out or os.path.join(workdir, 'eval', str(step)))
+
+
+def write_outputs(report: dict[str, Any], wl: workload_lib.Workload,
+                  sets: Sequence[EvalSet], out: str) -> dict[str, Any]:
+  """results.json, results.csv and the figure into `out`; adds 'figure', 'table', 'out'."""
   os.makedirs(out, exist_ok=True)
+  results = report['results']
   titles = {s.name: results_lib.display_name(s.name, wl.train_name) for s in sets}
   files.write_json(os.path.join(out, 'results.json'), report)
   results_lib.write_csv(os.path.join(out, 'results.csv'), results, report['metric'])
-  if spec.regression:
+  if wl.regression:
     report['figure'] = 'error.png'
     results_lib.plot(os.path.join(out, report['figure']), results, titles, 1.0,
                      regression=True)
-    dim = config.task.dim
+    dim = wl.config.task.dim
     report['table'] = results_lib.table(results, titles, regression=True,
                                         positions=(dim // 2, dim))
   else:
     report['figure'] = 'accuracy.png'
     results_lib.plot(os.path.join(out, report['figure']), results, titles,
-                     1.0 / spec.num_classes)
+                     1.0 / wl.num_classes)
     report['table'] = results_lib.table(results, titles)
   report['out'] = out
   return report

@@ -1,7 +1,7 @@
 """Classical in-context learners: the baselines a meta-trained model is compared against.
 
 Classifiers: `BASELINES` (classifiers.py, logreg.py). Regressors: `REGRESSION_BASELINES`
-(regression.py), with the scikit-learn tree learners in `HOST_REGRESSION_BASELINES`.
+(regression.py), with the scikit-learn tree learners (trees.py) in `HOST_REGRESSION_BASELINES`.
 """
 
 from icl_jax.baselines.classifiers import accuracy_per_position
@@ -24,12 +24,12 @@ from icl_jax.baselines.regression import DEFAULT_GD_LR
 from icl_jax.baselines.regression import DEFAULT_GD_NUM_STEPS
 from icl_jax.baselines.regression import DEFAULT_RIDGE_LAM
 from icl_jax.baselines.regression import GD_LR_GRID
-from icl_jax.baselines.regression import HOST_REGRESSION_BASELINES
+from icl_jax.baselines.trees import HOST_REGRESSION_BASELINES
 from icl_jax.baselines.regression import make_regression_baselines
 from icl_jax.baselines.regression import normalized_squared_error
 from icl_jax.baselines.regression import normalized_squared_error_interval
 from icl_jax.baselines.regression import predict_averaging
-from icl_jax.baselines.regression import predict_boosting
+from icl_jax.baselines.trees import predict_boosting
 from icl_jax.baselines.regression import predict_gd
 from icl_jax.baselines.regression import predict_gp_posterior_mean
 # classifiers.predict_knn holds the plain name.
@@ -37,6 +37,6 @@ from icl_jax.baselines.regression import predict_knn as predict_knn_regression
 from icl_jax.baselines.regression import predict_lasso
 from icl_jax.baselines.regression import predict_least_squares
 from icl_jax.baselines.regression import predict_ridge
-from icl_jax.baselines.regression import predict_tree
+from icl_jax.baselines.trees import predict_tree
 from icl_jax.baselines.regression import REGRESSION_BASELINES
 from icl_jax.baselines.regression import tune_gd_lr
