@@ -11,5 +11,5 @@ from icl_jax.tasks.prompts import tokens
 from icl_jax.tasks.curriculum import Curriculum
 from icl_jax.tasks.families import FAMILIES
 from icl_jax.tasks.families import Family
-from icl_jax.tasks.families import TaskOptions
+from icl_jax.tasks.options import TaskOptions
 from icl_jax.tasks.prompts import labels

@@ -18,16 +18,14 @@ The helpers `task_keys`, `transform_inputs` and `add_noise` are shared with gp.p
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 from icl_jax.tasks.episode import Episode
 from icl_jax.tasks.projected import sample_task_ids
-
-if TYPE_CHECKING:
-  from icl_jax.tasks.families import TaskOptions
+from icl_jax.tasks.options import TaskOptions
 
 
 def task_keys(key: jax.Array, task_key: jax.Array, batch_size: int,
@@ -100,7 +98,7 @@ def _tree(task_key: jax.Array, x_TxD: jax.Array, options: TaskOptions) -> jax.Ar
   return value_N[node_T]
 
 
-_Function = Callable[[jax.Array, jax.Array, 'TaskOptions'], jax.Array]
+_Function = Callable[[jax.Array, jax.Array, TaskOptions], jax.Array]
 
 
 def _sample(function: _Function, key: jax.Array, task_key: jax.Array, *, batch_size: int,

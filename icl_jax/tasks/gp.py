@@ -19,7 +19,6 @@ A traced `num_tasks` computes both and selects; a Python int computes only the o
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -29,9 +28,7 @@ from icl_jax.tasks.episode import Episode
 from icl_jax.tasks.functions import add_noise
 from icl_jax.tasks.functions import task_keys
 from icl_jax.tasks.functions import transform_inputs
-
-if TYPE_CHECKING:
-  from icl_jax.tasks.families import TaskOptions
+from icl_jax.tasks.options import TaskOptions
 
 NUM_FEATURES = 1024
 # Tried in order until one factorises: smooth kernels on close inputs (low D, many points,

@@ -9,16 +9,12 @@ Inputs are bits, so `x_scale`, `x_shift` and `active_dim` are ignored.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import jax
 import jax.numpy as jnp
 
 from icl_jax.tasks.episode import Episode
 from icl_jax.tasks.projected import sample_task_ids
-
-if TYPE_CHECKING:
-  from icl_jax.tasks.families import TaskOptions
+from icl_jax.tasks.options import TaskOptions
 
 
 def parity_subset(task_key: jax.Array, task_id: int | jax.Array,
