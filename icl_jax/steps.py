@@ -96,23 +96,24 @@ class Spec:
 
   @property
   def regression(self) -> bool:
-    return self.family != 'projected' and tasks.FAMILIES[self.family].kind == 'regression'
+    return tasks.FAMILIES[self.family].kind == 'regression'
 
   def sample(self, key, run: Run, x_NxD, y_N, batch_size, unseen=False, *,
              options: tasks.TaskOptions | None = None, active_dim=None) -> tasks.Episode:
     """B episodes; `options` overrides the family's (shifted-input evaluation sets) and
     `active_dim` keeps only the first coordinates of x (the curriculum)."""
     hp = run.hparams
-    if self.family == 'projected':
-      return tasks.sample_episodes(
-          key, run.task_key, x_NxD, y_N, batch_size=batch_size, seq_len=self.seq_len,
-          num_tasks=hp['num_tasks'], num_classes=self.num_classes,
-          proj_scale=hp['proj_scale'], bias_fraction=0.0 if unseen else hp['bias_fraction'],
-          unseen=unseen)
-    return tasks.FAMILIES[self.family].sample(
+    family = tasks.FAMILIES[self.family]
+    dataset = {}
+    if family.reads_dataset:
+      # Unseen tasks are measured unbiased: bias_fraction is a training intervention.
+      dataset = dict(x_NxD=x_NxD, y_N=y_N, num_classes=self.num_classes,
+                     proj_scale=hp['proj_scale'],
+                     bias_fraction=0.0 if unseen else hp['bias_fraction'])
+    return family.sample(
         key, run.task_key, batch_size=batch_size, seq_len=self.seq_len,
         num_tasks=hp['num_tasks'], unseen=unseen, options=options or self.options,
-        active_dim=active_dim)
+        active_dim=active_dim, **dataset)
 
   def logits(self, params, episode: tasks.Episode) -> jax.Array:
     """logits_BxTxC: the prediction of y_t from the examples before t and x_t (for a
@@ -129,17 +130,23 @@ class Spec:
 
 
 def task_options(config: ml_collections.ConfigDict) -> tasks.TaskOptions | None:
-  """The synthetic family's settings from config.task; None for 'projected'."""
+  """The synthetic family's settings from config.task; None for a family that reads a
+  dataset ('projected'). It ignores them, and None keeps its Spec (a static argument of
+  jit, and what a sweep groups runs by) independent of the synthetic fields."""
   t = config.task
-  if t.family == 'projected':
+  if tasks.FAMILIES[t.family].reads_dataset:
     return None
   return tasks.TaskOptions(**{f.name: t[f.name] for f in dataclasses.fields(tasks.TaskOptions)})
 
 
 def synthetic_shape(config: ml_collections.ConfigDict) -> tuple[int, int]:
   """(num_features, num_classes) of a synthetic family: it has no dataset to ask."""
+  family = tasks.FAMILIES[config.task.family]
+  if family.reads_dataset:
+    raise ValueError(f'The {config.task.family!r} family reads a dataset: its shape is the '
+                     f'loaded dataset\'s, not a function of config.task.')
   options = task_options(config)
-  return options.dim, tasks.FAMILIES[config.task.family].num_classes(options)
+  return options.dim, family.num_classes(options)
 
 
 def _build_model(config: ml_collections.ConfigDict, num_features: int, num_classes: int,

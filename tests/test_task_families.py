@@ -24,9 +24,9 @@ GAUSSIAN_X = ['linear', 'sparse_linear', 'relu2nn', 'tree']
 # one program per pool size to run only the path they test.
 _STATIC = ('batch_size', 'seq_len', 'unseen', 'options')
 _SAMPLE = {name: jax.jit(family.sample, static_argnames=_STATIC)
-           for name, family in families.FAMILIES.items()}
+           for name, family in families.SYNTHETIC_FAMILIES.items()}
 _SAMPLE_STATIC_POOL = {name: jax.jit(family.sample, static_argnames=_STATIC + ('num_tasks',))
-                       for name, family in families.FAMILIES.items()}
+                       for name, family in families.SYNTHETIC_FAMILIES.items()}
 
 
 def draw(name, key=1, *, num_tasks=-1, unseen=False, options=OPTS, active_dim=None,
@@ -58,9 +58,9 @@ def least_squares(x_BxTxD, y_BxT):
   return w_BxD, y - np.einsum('btd,bd->bt', x, w_BxD)
 
 
-@pytest.mark.parametrize('name', list(families.FAMILIES))
+@pytest.mark.parametrize('name', list(families.SYNTHETIC_FAMILIES))
 def test_shapes_and_dtypes(name):
-  family = families.FAMILIES[name]
+  family = families.SYNTHETIC_FAMILIES[name]
   x_BxTxD, y_BxT = draw(name)
   assert x_BxTxD.shape == (B, T, D) and x_BxTxD.dtype == jnp.float32
   assert y_BxT.shape == (B, T)
@@ -72,7 +72,7 @@ def test_shapes_and_dtypes(name):
   assert np.isfinite(np.asarray(x_BxTxD)).all() and np.isfinite(np.asarray(y_BxT)).all()
 
 
-@pytest.mark.parametrize('name', list(families.FAMILIES))
+@pytest.mark.parametrize('name', list(families.SYNTHETIC_FAMILIES))
 def test_deterministic_for_a_key_and_different_across_keys(name):
   a, b, c = sample(name, key=1), draw(name, key=1), sample(name, key=2)
   np.testing.assert_array_equal(a[0], b.x_BxTxD)
@@ -87,9 +87,9 @@ def test_registry_declares_kind_classes_and_variance():
       'relu2nn': ('regression', 1, 5.25), 'tree': ('regression', 1, 1.25),
       'gp': ('regression', 1, 1.25), 'parity': ('classification', 2, 1.0),
       'recall': ('classification', 7, 1.0)}
-  assert set(families.FAMILIES) == set(expected)
+  assert set(families.SYNTHETIC_FAMILIES) == set(expected)
   for name, (kind, num_classes, y_variance) in expected.items():
-    family = families.FAMILIES[name]
+    family = families.SYNTHETIC_FAMILIES[name]
     assert family.kind == kind
     assert family.num_classes(o) == num_classes
     assert family.y_variance(o) == pytest.approx(y_variance)
@@ -113,7 +113,8 @@ def test_gp_inputs_are_uniform():
 @pytest.mark.parametrize('name', REGRESSION)
 def test_second_moment_of_y_is_y_variance(name):
   y = np.concatenate([sample(name, key)[1] for key in (1, 2)]).astype(np.float64)
-  np.testing.assert_allclose((y**2).mean(), families.FAMILIES[name].y_variance(OPTS), rtol=0.1)
+  y_variance = families.SYNTHETIC_FAMILIES[name].y_variance(OPTS)
+  np.testing.assert_allclose((y**2).mean(), y_variance, rtol=0.1)
 
 
 def test_linear_episodes_are_exactly_linear():
@@ -305,6 +306,6 @@ def test_gp_pool_tasks_are_fixed_functions():
 @pytest.mark.parametrize('name', ['sparse_linear', 'parity'])
 def test_sparsity_above_dim_is_refused(name):
   with pytest.raises(ValueError, match='sparsity'):
-    families.FAMILIES[name].sample(jax.random.key(0), jax.random.key(1), batch_size=2,
-                                   seq_len=3, num_tasks=-1, unseen=False,
-                                   options=families.TaskOptions(dim=2, sparsity=3))
+    families.SYNTHETIC_FAMILIES[name].sample(
+        jax.random.key(0), jax.random.key(1), batch_size=2, seq_len=3, num_tasks=-1,
+        unseen=False, options=families.TaskOptions(dim=2, sparsity=3))

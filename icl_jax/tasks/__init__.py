@@ -11,5 +11,6 @@ from icl_jax.tasks.prompts import tokens
 from icl_jax.tasks.curriculum import Curriculum
 from icl_jax.tasks.families import FAMILIES
 from icl_jax.tasks.families import Family
+from icl_jax.tasks.families import SYNTHETIC_FAMILIES
 from icl_jax.tasks.options import TaskOptions
 from icl_jax.tasks.prompts import labels

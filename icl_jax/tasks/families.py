@@ -1,10 +1,15 @@
-"""The synthetic task families: their options and the registry the trainer samples from.
+"""The task families: the one registry the trainer, the config and the docs read.
 
 Every family's `sample(key, task_key, *, batch_size, seq_len, num_tasks, unseen, options,
 active_dim=None)` is a pure, jit-able function returning an Episode of B episodes of T
 examples, each from one task; task i is derived from `fold_in(task_key, i)` with ids from
 `projected.sample_task_ids` (seen [0, num_tasks), unseen [2**31, 2**32)), so pools cost
 no memory. `num_tasks` (-1: a fresh task per episode) and `active_dim` may be traced.
+
+A family that `reads_dataset` ('projected', GPICL's) takes the dataset too, as keywords:
+`x_NxD, y_N, num_classes, proj_scale, bias_fraction` (see projected.sample). Its number of
+classes is the dataset's, so its `num_classes` is None; the synthetic families draw their
+own inputs, and their shape follows from TaskOptions alone.
 
 `y_variance` is E[y^2] under the prior (noise included, x_scale=1, x_shift=0, all
 coordinates active): the squared error of always predicting 0, which normalises the
@@ -18,6 +23,7 @@ from typing import Callable, NamedTuple
 from icl_jax.tasks import functions
 from icl_jax.tasks import gp
 from icl_jax.tasks import parity
+from icl_jax.tasks import projected
 from icl_jax.tasks import recall
 from icl_jax.tasks.episode import Episode
 from icl_jax.tasks.options import TaskOptions
@@ -26,8 +32,19 @@ from icl_jax.tasks.options import TaskOptions
 class Family(NamedTuple):
   kind: str  # 'regression' or 'classification'.
   sample: Callable[..., Episode]
-  num_classes: Callable[[TaskOptions], int]  # Classification: C; regression: 1.
+  # Classification: C; regression: 1. None where the family reads a dataset: C is the
+  # dataset's, known once it is loaded, not a function of the options.
+  num_classes: Callable[[TaskOptions], int] | None
   y_variance: Callable[[TaskOptions], float]  # Regression: E[y^2]; classification: 1.0.
+  # The sampler also takes the dataset (x_NxD, y_N, num_classes, proj_scale, bias_fraction)
+  # and ignores TaskOptions.
+  reads_dataset: bool = False
+
+  @property
+  def uses_curriculum(self) -> bool:
+    """Garg et al.'s curriculum grows the inputs' dimension and the points a regression
+    loss counts: only the regression families have either."""
+    return self.kind == 'regression'
 
 
 def _one_output(options: TaskOptions) -> int:
@@ -56,7 +73,10 @@ def _regression(sample, y_variance) -> Family:
   return Family('regression', sample, _one_output, y_variance)
 
 
+# Insertion order is the order the config's error messages list them in.
 FAMILIES: dict[str, Family] = {
+    'projected': Family('classification', projected.sample, None, _not_regression,
+                        reads_dataset=True),
     'linear': _regression(functions.sample_linear, _dim_variance),
     'sparse_linear': _regression(functions.sample_sparse_linear, _sparsity_variance),
     # E[y^2] = E|x|^2 = D by the sqrt(2/hidden) scale, for any number of hidden units.
@@ -68,3 +88,7 @@ FAMILIES: dict[str, Family] = {
     'recall': Family('classification', recall.sample_recall,
                      lambda options: options.num_classes, _not_regression),
 }
+
+# The families that need nothing but TaskOptions (every sampler takes the same keywords).
+SYNTHETIC_FAMILIES: dict[str, Family] = {
+    name: family for name, family in FAMILIES.items() if not family.reads_dataset}

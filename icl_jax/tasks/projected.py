@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from icl_jax.tasks.episode import Episode
+from icl_jax.tasks.options import TaskOptions
 
 UNSEEN_OFFSET = 2**31
 _INT32_MAX = 2**31 - 1
@@ -71,3 +72,22 @@ def sample_episodes(key: jax.Array, task_key: jax.Array, x_NxD: jax.Array, y_N: 
   keys_B = jax.random.split(examples_key, batch_size)
   x_BxTxD, y_BxT = jax.vmap(one)(keys_B, ids_B, biased_B)
   return Episode(x_BxTxD, y_BxT)
+
+
+def sample(key: jax.Array, task_key: jax.Array, *, batch_size: int, seq_len: int,
+           num_tasks: int | jax.Array, unseen: bool, options: TaskOptions | None = None,
+           active_dim: int | jax.Array | None = None, x_NxD: jax.Array, y_N: jax.Array,
+           num_classes: int, proj_scale: float | jax.Array = 1.0,
+           bias_fraction: float | jax.Array = 0.0) -> Episode:
+  """`sample_episodes` with the registry's keywords (tasks.FAMILIES['projected'].sample).
+
+  The dataset supplies what the synthetic families take from `options`, so it is ignored.
+  The curriculum does not apply (the config refuses it), so `active_dim` must be None.
+  """
+  del options
+  if active_dim is not None:
+    raise ValueError('The projected family has no curriculum: its inputs are the dataset\'s '
+                     'projected examples, which have no active dimension to grow.')
+  return sample_episodes(key, task_key, x_NxD, y_N, batch_size=batch_size, seq_len=seq_len,
+                         num_tasks=num_tasks, num_classes=num_classes, proj_scale=proj_scale,
+                         bias_fraction=bias_fraction, unseen=unseen)
