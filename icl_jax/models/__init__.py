@@ -1,17 +1,23 @@
 """Model families. Each is a Flax NNX module mapping (tokens_BxSxF, mask_SxS) to outputs_BxSxC.
 
   transformer  pre-LayerNorm softmax Transformer (transformer.py)
-  lstm         stacked LSTM (lstm.py); recurrent: serves the causal gpicl prompt only
+  lstm         stacked LSTM (lstm.py); recurrent: serves the causal prompts only
   outer_lstm   outer-product / matrix-memory LSTM (lstm.py); recurrent, as lstm
   mlp          MLP over the flattened context, the memorising reference (mlp.py)
   lsa          linear self-attention only, von Oswald et al. (lsa.py)
+
+`MODELS` is the one registry: each model's constructor, its state size and the prompts it
+serves. `build`, `state_size`, the config's validation and the README's table read it.
 """
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import ml_collections
 from flax import nnx
 
+from icl_jax.models import lstm
 from icl_jax.models.lsa import LSA
 from icl_jax.models.lsa import gd_construction
 from icl_jax.models.lsa import lsa_predict
@@ -19,56 +25,82 @@ from icl_jax.models.lstm import LSTM
 from icl_jax.models.lstm import OuterProductLSTM
 from icl_jax.models.mlp import MLP
 from icl_jax.models.transformer import Transformer
+from icl_jax.tasks.prompts import PROMPTS
+
+ModelConfig = ml_collections.ConfigDict  # config.model
 
 
-def build(model_config: ml_collections.ConfigDict, *, in_features: int, out_features: int,
-          max_len: int, rngs: nnx.Rngs, prompt: str | None = None) -> nnx.Module:
+class ModelEntry(NamedTuple):
+  # (config.model, in_features, out_features, max_len, prompt, rngs) -> the module. A
+  # model that serves fewer than all prompts refuses the others here, at build time.
+  build: Callable[[ModelConfig, int, int, int, str | None, nnx.Rngs], nnx.Module]
+  # (config.model, max_len, in_features or None) -> floats of state per sequence.
+  state_size: Callable[[ModelConfig, int, int | None], int]
+  prompts: tuple[str, ...]  # The prompt formats it serves (tasks.prompts.PROMPTS).
+
+
+def _mlp_state_size(m: ModelConfig, max_len: int, in_features: int | None) -> int:
+  if in_features is None:
+    raise ValueError('The MLP\'s state is its max_len x in_features input: pass in_features.')
+  return MLP.state_size(in_features=in_features, max_len=max_len)
+
+
+MODELS: dict[str, ModelEntry] = {
+    'transformer': ModelEntry(
+        lambda m, i, o, max_len, prompt, rngs: Transformer(
+            i, o, max_len, width=m.width, depth=m.depth, num_heads=m.num_heads,
+            qkv_size=m.qkv_size, mlp_ratio=m.mlp_ratio, positions=m.positions, rngs=rngs),
+        lambda m, max_len, in_features: Transformer.state_size(
+            depth=m.depth, num_heads=m.num_heads, qkv_size=m.qkv_size, max_len=max_len),
+        PROMPTS),
+    'lstm': ModelEntry(
+        lambda m, i, o, max_len, prompt, rngs: LSTM(
+            i, o, max_len, width=m.width, depth=m.depth, prompt=prompt, rngs=rngs),
+        lambda m, max_len, in_features: LSTM.state_size(width=m.width, depth=m.depth),
+        lstm.SERVED_PROMPTS),
+    'outer_lstm': ModelEntry(
+        lambda m, i, o, max_len, prompt, rngs: OuterProductLSTM(
+            i, o, max_len, width=m.width, depth=m.depth, num_heads=m.num_heads,
+            qkv_size=m.qkv_size, prompt=prompt, rngs=rngs),
+        lambda m, max_len, in_features: OuterProductLSTM.state_size(
+            depth=m.depth, num_heads=m.num_heads, qkv_size=m.qkv_size),
+        lstm.SERVED_PROMPTS),
+    'mlp': ModelEntry(
+        lambda m, i, o, max_len, prompt, rngs: MLP(
+            i, o, max_len, width=m.width, depth=m.depth, rngs=rngs),
+        _mlp_state_size,
+        PROMPTS),
+    'lsa': ModelEntry(
+        lambda m, i, o, max_len, prompt, rngs: LSA(
+            i, o, max_len, depth=m.depth, num_heads=m.num_heads, qkv_size=m.qkv_size,
+            rngs=rngs, init_scale=m.get('init_scale', 1.0)),
+        lambda m, max_len, in_features: LSA.state_size(
+            depth=m.depth, num_heads=m.num_heads, qkv_size=m.qkv_size),
+        PROMPTS),
+}
+
+
+def _entry(model_config: ModelConfig) -> ModelEntry:
+  if model_config.name not in MODELS:
+    raise ValueError(f'Unknown model {model_config.name!r}.')
+  return MODELS[model_config.name]
+
+
+def build(model_config: ModelConfig, *, in_features: int, out_features: int, max_len: int,
+          rngs: nnx.Rngs, prompt: str | None = None) -> nnx.Module:
   """Builds the model named by config.model.name for the given token and output sizes.
 
   With `prompt` (config.task.prompt), a recurrent model refuses a prompt it cannot serve
   here, at build time; the others serve every prompt and ignore it.
   """
-  m = model_config
-  if m.name == 'transformer':
-    return Transformer(
-        in_features, out_features, max_len, width=m.width, depth=m.depth,
-        num_heads=m.num_heads, qkv_size=m.qkv_size, mlp_ratio=m.mlp_ratio,
-        positions=m.positions, rngs=rngs)
-  if m.name == 'lstm':
-    return LSTM(in_features, out_features, max_len, width=m.width, depth=m.depth,
-                prompt=prompt, rngs=rngs)
-  if m.name == 'outer_lstm':
-    return OuterProductLSTM(
-        in_features, out_features, max_len, width=m.width, depth=m.depth,
-        num_heads=m.num_heads, qkv_size=m.qkv_size, prompt=prompt, rngs=rngs)
-  if m.name == 'mlp':
-    return MLP(in_features, out_features, max_len, width=m.width, depth=m.depth, rngs=rngs)
-  if m.name == 'lsa':
-    return LSA(in_features, out_features, max_len, depth=m.depth, num_heads=m.num_heads,
-               qkv_size=m.qkv_size, rngs=rngs, init_scale=m.get('init_scale', 1.0))
-  raise ValueError(f'Unknown model {m.name!r}.')
+  return _entry(model_config).build(model_config, in_features, out_features, max_len, prompt,
+                                    rngs)
 
 
-def state_size(model_config: ml_collections.ConfigDict, max_len: int,
-               in_features: int | None = None) -> int:
+def state_size(model_config: ModelConfig, max_len: int, in_features: int | None = None) -> int:
   """Floats of state per sequence that the next prediction can draw on (GPICL's measure).
 
   `max_len` is the number of tokens (tasks.num_tokens). The MLP's state is its stored
   input, so it also needs `in_features`; the other models ignore it.
   """
-  m = model_config
-  if m.name == 'transformer':
-    return Transformer.state_size(depth=m.depth, num_heads=m.num_heads, qkv_size=m.qkv_size,
-                                  max_len=max_len)
-  if m.name == 'lstm':
-    return LSTM.state_size(width=m.width, depth=m.depth)
-  if m.name == 'outer_lstm':
-    return OuterProductLSTM.state_size(depth=m.depth, num_heads=m.num_heads,
-                                       qkv_size=m.qkv_size)
-  if m.name == 'mlp':
-    if in_features is None:
-      raise ValueError('The MLP\'s state is its max_len x in_features input: pass in_features.')
-    return MLP.state_size(in_features=in_features, max_len=max_len)
-  if m.name == 'lsa':
-    return LSA.state_size(depth=m.depth, num_heads=m.num_heads, qkv_size=m.qkv_size)
-  raise ValueError(f'Unknown model {m.name!r}.')
+  return _entry(model_config).state_size(model_config, max_len, in_features)

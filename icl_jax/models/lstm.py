@@ -22,7 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-SERVED_PROMPTS = ('gpicl', 'interleaved')  # The causal ones.
+from icl_jax.tasks.prompts import CAUSAL_PROMPTS
+
+# What a recurrent state can serve: the prompts whose mask is exactly causal. The model
+# registry (models.MODELS) and the config's validation read it from here.
+SERVED_PROMPTS = CAUSAL_PROMPTS
 
 
 def check_prompt(model_name: str, prompt: str | None) -> None:
@@ -31,7 +35,7 @@ def check_prompt(model_name: str, prompt: str | None) -> None:
     raise ValueError(
         f'The {model_name} model is recurrent and cannot serve the {prompt!r} prompt: its '
         f'state carries every token to all later ones, but that prompt needs its query tokens '
-        f'hidden from later tokens. Use --config.task.prompt=gpicl or interleaved.')
+        f'hidden from later tokens. Use --config.task.prompt={" or ".join(SERVED_PROMPTS)}.')
 
 
 def check_causal_mask(model_name: str, mask_SxS: jax.Array, seq_len: int) -> None:
@@ -45,7 +49,7 @@ def check_causal_mask(model_name: str, mask_SxS: jax.Array, seq_len: int) -> Non
     raise ValueError(
         f'The {model_name} model is recurrent and can only serve the full causal mask; this '
         f'one hides some earlier tokens (as the context_query prompt does). Use '
-        f'--config.task.prompt=gpicl or interleaved.')
+        f'--config.task.prompt={" or ".join(SERVED_PROMPTS)}.')
 
 
 def _forget_bias_one(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:

@@ -14,3 +14,5 @@ from icl_jax.tasks.families import Family
 from icl_jax.tasks.families import SYNTHETIC_FAMILIES
 from icl_jax.tasks.options import TaskOptions
 from icl_jax.tasks.prompts import labels
+from icl_jax.tasks.prompts import CAUSAL_PROMPTS
+from icl_jax.tasks.prompts import PROMPTS

@@ -30,7 +30,8 @@ import numpy as np
 
 from icl_jax.tasks.episode import Episode
 
-
+# Every prompt format, in the order the config's error messages list them.
+PROMPTS = ('gpicl', 'context_query', 'interleaved')
 TWO_TOKEN_PROMPTS = ('context_query', 'interleaved')
 
 
@@ -78,3 +79,14 @@ def attention_mask(prompt: str, seq_len: int) -> np.ndarray:
 def predictions(outputs_BxSxC: jax.Array, prompt: str) -> jax.Array:
   """The outputs that predict y_1..y_T: outputs_BxTxC."""
   return outputs_BxSxC[:, ::2] if prompt in TWO_TOKEN_PROMPTS else outputs_BxSxC
+
+
+def _is_causal(prompt: str) -> bool:
+  # Two examples suffice: each mask repeats one pattern per example.
+  mask_SxS = attention_mask(prompt, seq_len=2)
+  return np.array_equal(mask_SxS, np.tril(np.ones_like(mask_SxS)))
+
+
+# The prompts whose mask is exactly the causal one: a recurrent model, whose state carries
+# every token to all later ones, serves these and no others.
+CAUSAL_PROMPTS = tuple(p for p in PROMPTS if _is_causal(p))
