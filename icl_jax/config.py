@@ -17,16 +17,8 @@ from icl_jax.errors import UserError
 from icl_jax.fields import INFINITE_TASKS
 from icl_jax.fields import is_number
 
-PROMPTS = ('gpicl', 'context_query', 'interleaved')
-# 'projected' is GPICL's (a TFDS dataset under task projections); the others are synthetic
-# samplers (icl_jax/tasks/families.py) that need no dataset.
-TASK_FAMILIES = ('projected', 'linear', 'sparse_linear', 'relu2nn', 'tree', 'gp', 'parity',
-                 'recall')
-REGRESSION_FAMILIES = ('linear', 'sparse_linear', 'relu2nn', 'tree', 'gp')
-MODELS = ('transformer', 'lstm', 'outer_lstm', 'mlp', 'lsa')
-# Recurrent: a state cannot hide the context_query prompt's queries from later tokens.
-CAUSAL_ONLY_MODELS = ('lstm', 'outer_lstm')
-CAUSAL_PROMPTS = ('gpicl', 'interleaved')
+# The task families, models and prompts are not listed here: validation reads their
+# registries (tasks.FAMILIES, models.MODELS, tasks.prompts.PROMPTS).
 SCHEDULES = ('constant', 'cosine')
 POSITIONS = ('learned', 'none')
 
@@ -75,7 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.task.curriculum.every_steps = 2000
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = 'transformer'  # One of MODELS; see icl_jax/models/__init__.py.
+  c.model.name = 'transformer'  # One of models.MODELS (icl_jax/models/__init__.py).
   c.model.width = 256  # N_M, the residual stream width.
   c.model.depth = 4  # Number of blocks.
   c.model.num_heads = 8
@@ -198,6 +190,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
 
   Checks that need the dataset (sequence length vs. dataset size) live in the data layer.
   """
+  # Imported here, not at the top: they bring in JAX and Flax, and light tools (the
+  # report) import this module for its schema alone.
+  from icl_jax import models  # pylint: disable=g-import-not-at-top
+  from icl_jax.tasks import families  # pylint: disable=g-import-not-at-top
+  from icl_jax.tasks import prompts  # pylint: disable=g-import-not-at-top
+
   t, m, tr, e = config.task, config.model, config.train, config.eval
   _require(_is_int(config.seed), f'config.seed must be an integer, got {config.seed!r}.')
   _require(isinstance(config.data.dataset, str) and bool(config.data.dataset),
@@ -207,8 +205,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   _require(isinstance(shape, (tuple, list)) and len(shape) == 2 and
            all(_is_count(s) for s in shape),
            f'config.data.image_shape must be two positive integers like (8, 8), got {shape!r}.')
-  _require(t.family in TASK_FAMILIES,
-           f'config.task.family={t.family!r} is unknown; choose one of {TASK_FAMILIES}.')
+  _require(t.family in families.FAMILIES,
+           f'config.task.family={t.family!r} is unknown; choose one of '
+           f'{tuple(families.FAMILIES)}.')
+  family = families.FAMILIES[t.family]
   _require(_is_int(t.num_tasks) and (t.num_tasks >= 1 or t.num_tasks == INFINITE_TASKS),
            f'config.task.num_tasks must be an integer >= 1, or -1 for a fresh task per '
            f'episode; got {t.num_tasks!r}.')
@@ -216,24 +216,29 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
            f'config.task.num_tasks={t.num_tasks} is too large; use < 2**31 or -1 (infinite).')
   _require(_is_count(t.seq_len),
            f'config.task.seq_len must be an integer in [1, 2**31), got {t.seq_len!r}.')
-  _require(t.prompt in PROMPTS, f'config.task.prompt={t.prompt!r} is unknown; choose one of {PROMPTS}.')
+  _require(t.prompt in prompts.PROMPTS,
+           f'config.task.prompt={t.prompt!r} is unknown; choose one of {prompts.PROMPTS}.')
   _require(is_number(t.proj_scale) and 0 < t.proj_scale <= _F32_MAX,
            f'config.task.proj_scale must be a number in (0, {_F32_MAX:.3g}] (finite in '
            f'float32), got {t.proj_scale!r}.')
   _require(is_number(t.bias_fraction) and 0.0 <= t.bias_fraction <= 1.0,
            f'config.task.bias_fraction must be a number in [0, 1], got {t.bias_fraction!r}.')
 
-  _require(not t.curriculum.enabled or t.family in REGRESSION_FAMILIES,
+  _require(not t.curriculum.enabled or family.uses_curriculum,
            f'config.task.curriculum is Garg et al.\'s schedule for the regression families; '
            f'the {t.family!r} family does not use it. Set config.task.curriculum.enabled=False.')
-  if t.family != 'projected':
-    _validate_synthetic_task(t, config.eval)
+  if not family.reads_dataset:
+    _validate_synthetic_task(t, config.eval, family.kind == 'regression')
 
-  _require(m.name in MODELS, f'config.model.name={m.name!r} is unknown; choose one of {MODELS}.')
-  _require(m.name not in CAUSAL_ONLY_MODELS or t.prompt in CAUSAL_PROMPTS,
+  _require(m.name in models.MODELS,
+           f'config.model.name={m.name!r} is unknown; choose one of {tuple(models.MODELS)}.')
+  served = models.MODELS[m.name].prompts
+  # Only the recurrent models serve fewer than all prompts: a state cannot hide a token
+  # from the tokens after it.
+  _require(t.prompt in served,
            f'config.model.name={m.name!r} is recurrent and cannot serve the {t.prompt!r} prompt '
            f'(its query tokens must stay hidden from later tokens); use '
-           f'--config.task.prompt=gpicl or interleaved.')
+           f'--config.task.prompt={" or ".join(served)}.')
   _require(m.positions in POSITIONS,
            f'config.model.positions={m.positions!r} is unknown; choose one of {POSITIONS}.')
   _require(is_number(m.init_scale) and 0 < m.init_scale < _F32_MAX,
@@ -298,8 +303,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
              f'devices of the data axis; use a multiple of {data}.')
 
 
-def _validate_synthetic_task(t: ml_collections.ConfigDict, e: ml_collections.ConfigDict) -> None:
-  """The fields of the synthetic task families (everything but 'projected')."""
+def _validate_synthetic_task(t: ml_collections.ConfigDict, e: ml_collections.ConfigDict,
+                             regression: bool) -> None:
+  """The fields of the synthetic task families (all that do not read a dataset)."""
   for field in ('dim', 'sparsity', 'hidden', 'tree_depth', 'num_classes'):
     _require(_is_count(t[field]),
              f'config.task.{field} must be an integer in [1, 2**31), got {t[field]!r}.')
@@ -334,7 +340,6 @@ def _validate_synthetic_task(t: ml_collections.ConfigDict, e: ml_collections.Con
              f'config.task.curriculum starts at dim {cur.dim_start} and {cur.points_start} '
              f'points, beyond config.task.dim={t.dim} / seq_len={t.seq_len} where it ends; '
              f'lower the start values.')
-  regression = t.family in REGRESSION_FAMILIES
   shifts = tuple(e.x_scales) + tuple(e.x_shifts)
   _require(regression or not shifts,
            f'config.eval.x_scales / x_shifts shift the inputs of regression families; the '

@@ -18,7 +18,8 @@ from icl_jax import train
 from icl_jax import workload
 from icl_jax.errors import UserError
 
-SYNTHETIC = [f for f in config_lib.TASK_FAMILIES if f != 'projected']
+SYNTHETIC = list(tasks.SYNTHETIC_FAMILIES)
+REGRESSION = [f for f, family in tasks.FAMILIES.items() if family.kind == 'regression']
 
 
 def synthetic_config(family, **overrides):
@@ -29,7 +30,7 @@ def synthetic_config(family, **overrides):
   c.task.num_tasks = -1
   c.task.dim, c.task.sparsity, c.task.hidden, c.task.num_classes = 4, 2, 8, 3
   c.task.seq_len = 9
-  if family in config_lib.REGRESSION_FAMILIES:
+  if family in REGRESSION:
     c.task.curriculum.update(enabled=True, dim_start=2, points_start=5, every_steps=2)
   c.model.width, c.model.depth, c.model.num_heads, c.model.qkv_size = 16, 1, 2, 8
   c.train.batch_size = 16
@@ -72,11 +73,11 @@ def test_family_trains_without_nan_and_resumes_exactly(family, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
   records = [r for r in metrics_lib.read(straight) if 'train/loss' in r]
   assert all(np.isfinite(v) for r in records for v in r.values())
-  metric = 'err' if family in config_lib.REGRESSION_FAMILIES else 'acc'
+  metric = 'err' if family in REGRESSION else 'acc'
   assert set(summary) == {f'{s}/{metric}_{p}' for s in ('seen', 'unseen')
                           for p in ('first', 'last')}
   assert all(np.isfinite(v) for v in summary.values())
-  if family in config_lib.REGRESSION_FAMILIES:
+  if family in REGRESSION:
     # Logged means of the curriculum over steps 1-3 (dims 2, 2, 3) and 4-6 (3, 4, 4).
     assert [round(r['train/curriculum_dim'], 3) for r in records] == [2.333, 3.667]
     assert [round(r['train/curriculum_points'], 3) for r in records] == [5.667, 8.333]
