@@ -71,15 +71,16 @@ class Spec:
   """The static shape of a workload: what the sampler draws, what the model reads, how
   it is optimised. Closed over by the compiled step; every run of a group shares it.
 
-  `family` 'projected' samples GPICL tasks from the dataset arrays passed to `sample`; the
-  synthetic families (tasks.FAMILIES) draw their own inputs and ignore those arrays.
+  A family that reads a dataset (tasks.FAMILIES[family].reads_dataset: GPICL's 'projected')
+  samples its tasks from the dataset arrays passed to `sample`; the synthetic families draw
+  their own inputs and ignore those arrays.
   """
   prompt: str
   num_features: int
   num_classes: int  # 1 for regression families: the model outputs one number.
   seq_len: int
   graphdef: Any  # nnx.GraphDef of the model.
-  family: str = 'projected'
+  family: str = 'projected'  # A name in tasks.FAMILIES.
   options: tasks.TaskOptions | None = None  # The synthetic family's settings.
   curriculum: tasks.Curriculum | None = None
   batch_size: int = 0  # Training episodes per step (global: split over the data axis).

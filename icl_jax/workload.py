@@ -57,7 +57,7 @@ class Workload:
   @property
   def reads_dataset(self) -> bool:
     """Whether episodes come from the dataset arrays (GPICL's projected tasks)."""
-    return self.config.task.family == 'projected'
+    return tasks.FAMILIES[self.config.task.family].reads_dataset
 
   @property
   def train_name(self) -> str:
@@ -121,7 +121,7 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[data.Dataset, data.D
   A synthetic family draws its own inputs: its "splits" are one-row placeholders that
   carry the shapes, so every family goes through the same step signature.
   """
-  if config.task.family != 'projected':
+  if not tasks.FAMILIES[config.task.family].reads_dataset:
     num_features, num_classes = steps.synthetic_shape(config)
     return tuple(data.Dataset(np.zeros((1, num_features), np.float32), np.zeros((1,), np.int32),
                               num_classes, (1, num_features), config.task.family, split)
