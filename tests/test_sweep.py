@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+import icl_jax
 from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import metrics as metrics_lib
 from icl_jax import report
@@ -157,6 +158,11 @@ def test_vmapped_group_equals_runs_one_by_one(data_dir, tmp_path):
   ckpt, step, config = checkpoint_lib.open_run(group_dirs[1])
   ckpt.close()
   assert step == 12 and config.task.num_tasks == -1 and config.seed == 1
+  # ... and the public API loads it like any run: its own parameters, its own config.
+  trained = icl_jax.load(group_dirs[1])
+  assert trained.step == 12 and trained.config.seed == 1
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(trained.params),
+               _params(group_dirs[1], configs[1]))
 
 
 # ---------------------------------------------------------------------------------------
