@@ -169,8 +169,6 @@ def _is_int(x: Any) -> bool:
   return isinstance(x, int) and not isinstance(x, bool)
 
 
-
-
 def _is_count(x: Any, minimum: int = 1) -> bool:
   # Sizes and step counts index int32 arrays (XLA dimensions, the step counter, fold_in
   # data), so anything from 2**31 up would fail deep inside XLA instead of here.

@@ -73,6 +73,22 @@ def test_load_names_what_is_missing(trained_run, tmp_path):
     icl_jax.load(str(tmp_path))
 
 
+def test_a_damaged_newest_checkpoint_falls_back_and_is_left_alone(trained_run, tmp_path, caplog):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(trained_run[0], workdir)
+  bad = os.path.join(checkpoint_lib.directory(workdir), '40')
+  with open(os.path.join(bad, 'state', 'manifest.ocdbt'), 'r+b') as f:
+    f.truncate(10)
+  before = sorted(os.listdir(checkpoint_lib.directory(workdir)))
+  with caplog.at_level('WARNING'):
+    assert icl_jax.load(workdir).step == 20
+  assert 'Checkpoint step 40 of' in caplog.text
+  # Read-only: nothing is moved or deleted (training's restore quarantines, loading not).
+  assert sorted(os.listdir(checkpoint_lib.directory(workdir))) == before
+  with pytest.raises(UserError, match='checkpoint step 40 .* do not restore'):
+    icl_jax.load(workdir, step=40)
+
+
 def test_the_readme_example_runs(trained_run):
   """The README's notebook-sized example, verbatim but for the workdir, in a fresh process."""
   workdir, _, _ = trained_run
