@@ -109,6 +109,7 @@ class Checkpointer:
   def restore_params(self, step: int, abstract_params: Any) -> Any:
     """Only the parameters of the state saved at `step` (the optimizer state, twice their
     size, is never read), onto the shardings carried by `abstract_params`."""
+    _silence_abandoned_reads()  # A damaged file: as in restore_latest.
     # A manager binds one handler per item on first use, and a partial restore needs
     # another handler than the full one: a manager of its own keeps both usable here.
     manager = ocp.CheckpointManager(

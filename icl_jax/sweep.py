@@ -38,7 +38,8 @@ from icl_jax import files
 from icl_jax import status as status_lib
 from icl_jax.errors import UserError
 
-SWEEP_FILE, POINT_FILE, LAUNCH_DIR = status_lib.SWEEP_FILE, status_lib.POINT_FILE, status_lib.LAUNCH_DIR
+SWEEP_FILE, POINT_FILE = status_lib.SWEEP_FILE, status_lib.POINT_FILE
+LAUNCH_DIR = status_lib.LAUNCH_DIR
 _MAX_NAME_CHARS = 96  # Readable part of a workdir name; the hash keeps it unique.
 
 

@@ -157,8 +157,9 @@ def train_group(configs: Sequence[ml_collections.ConfigDict],
     differ = fields_lib.static_differences(config, other)
     if differ:
       raise UserError(f'Run {workdir!r} cannot join a vmapped group with {workdirs[0]!r}: '
-                      f'they differ in {", ".join(differ)}; only {", ".join(fields_lib.VALUE_FIELDS)} '
-                      f'may differ within a group. Train them in separate groups.')
+                      f'they differ in {", ".join(differ)}; only '
+                      f'{", ".join(fields_lib.VALUE_FIELDS)} may differ within a group. Train '
+                      f'them in separate groups.')
   if len(set(map(os.path.abspath, workdirs))) < num_runs:
     raise UserError(f'Two runs of a group share a workdir: {list(workdirs)}. Give each its own.')
   ckpts = [check_run(c, w) for c, w in zip(configs, workdirs)]
@@ -276,7 +277,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict],
       ckpt.wait()  # Saves in flight complete, so the last good checkpoint is whole.
       ckpt.close()
 
-  results = [status_lib.RunResult(os.path.abspath(w), errors[r][0], {}, errors[r][1]) if r in errors else
+  results = [status_lib.RunResult(os.path.abspath(w), errors[r][0], {}, errors[r][1])
+             if r in errors else
              status_lib.RunResult(os.path.abspath(w), max(start, total), summaries[r])
              for r, w in enumerate(workdirs)]
   seconds = time.perf_counter() - began

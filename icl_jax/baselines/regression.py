@@ -27,8 +27,8 @@ parameters that set shapes or loop lengths (`k`, `num_steps`, `num_iters`) are s
 `jax.vmap` over `lam` the per-prefix SVDs do not depend on the mapped argument and are computed
 once for the whole grid.
 
-Decision trees and gradient boosting are not JAX: `predict_tree` and `predict_boosting` (trees.py) call
-scikit-learn on the host, once per prefix (see their docstrings), and live in
+Decision trees and gradient boosting are not JAX: `predict_tree` and `predict_boosting`
+(trees.py) call scikit-learn on the host, once per prefix (see their docstrings), and live in
 `HOST_REGRESSION_BASELINES`, apart from the jit-able `REGRESSION_BASELINES`.
 """
 
