@@ -1,33 +1,52 @@
-"""Small files (status, manifests, CSV tables) written atomically, safe on shared disks."""
+"""Every file the project writes (status, manifests, results, CSV tables, figures) is
+written atomically through `atomic_write`, safe on shared disks."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import socket
-from typing import Any, Iterable, Sequence
+from typing import IO, Any, Iterable, Iterator, Sequence
+
+
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = 'w', **open_kwargs: Any) -> Iterator[IO]:
+  """The one way the project writes a file: into a temporary name beside `path`, flushed
+  to disk, then renamed over it. Readers (and a kill at any moment) see the old file or
+  the new one, never a partial one; on an error the old file is left as it was. Hosts
+  that write the same file at once each use their own temporary name."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f'{path}.tmp.{socket.gethostname()}.{os.getpid()}'
+  try:
+    with open(tmp, mode, **open_kwargs) as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
 
 
 def write_json(path: str, obj: Any) -> None:
-  """Readers see the old file or the new one, never a partial one; hosts that write the
-  same file at once each use their own temporary name."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f'{path}.tmp.{socket.gethostname()}.{os.getpid()}'
-  with open(tmp, 'w') as f:
+  with atomic_write(path) as f:
     json.dump(obj, f, indent=1, default=str)
-  os.replace(tmp, path)
 
 
 def write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-  """A CSV table, written like write_json: readers never see half of it."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f'{path}.tmp.{socket.gethostname()}.{os.getpid()}'
-  with open(tmp, 'w', newline='') as f:
+  with atomic_write(path, newline='') as f:
     writer = csv.writer(f)
     writer.writerow(header)
     writer.writerows(rows)
-  os.replace(tmp, path)
+
+
+def save_figure(fig: Any, path: str, dpi: int = 120) -> None:
+  """A matplotlib figure as PNG, written through atomic_write."""
+  with atomic_write(path, 'wb') as f:
+    fig.savefig(f, format='png', dpi=dpi)
 
 
 def read_json(path: str) -> Any | None:

@@ -7,6 +7,8 @@ import math
 import os
 from typing import Mapping
 
+from icl_jax import files
+
 METRICS_FILE = 'metrics.jsonl'
 
 
@@ -66,10 +68,8 @@ def _truncate_after(path: str, step: int) -> None:
   # A last line cut by a kill mid-write would swallow the next record appended to it.
   if len(kept) == len(records) and _ends_with_newline(path):
     return
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
+  with files.atomic_write(path) as f:
     f.writelines(json.dumps(r) + '\n' for r in kept)
-  os.replace(tmp, path)
 
 
 def _ends_with_newline(path: str) -> bool:

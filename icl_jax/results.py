@@ -76,7 +76,7 @@ def plot(path: str, results: Mapping[str, Mapping[str, Mapping[str, list[float]]
   axes[0][0].set_ylabel('normalised squared error' if regression else 'accuracy')
   axes[0][-1].legend(fontsize=8, loc='upper right' if regression else 'lower right')
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  files.save_figure(fig, path)
   plt.close(fig)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from icl_jax import diagnose
 from icl_jax import fields as fields_lib
+from icl_jax import files
 from icl_jax.report.grid import Grid, cell_mean, cell_phase, done_accs, format_num_tasks
 from icl_jax.report.grid import num_tasks_key, value_key
 from icl_jax.report.points import BATCH_SIZE, NUM_TASKS
@@ -117,7 +118,7 @@ def plot_phase_diagram(path: str, grid: Grid, chances: Sequence[float]) -> None:
     ax.set_xlabel('number of tasks')
   axes[0][0].set_ylabel('model size')
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  files.save_figure(fig, path)
   plt.close(fig)
 
 
@@ -149,7 +150,7 @@ def plot_unseen_vs_tasks(path: str, grid: Grid, chances: Sequence[float]) -> Non
   ax.set_title('Generalisation to unseen tasks (mean, min-max band, seeds as dots)', fontsize=9)
   ax.legend(fontsize=8, title='model size', title_fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  files.save_figure(fig, path)
   plt.close(fig)
 
 
@@ -168,7 +169,7 @@ def plot_plateau(path: str, points: Sequence[PointRecord], grid: Grid,
   for ax, field in zip(axes[0], fields):
     _plateau_panel(plt, ax, known, grid, field, [f for f in fields if f != field])
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  files.save_figure(fig, path)
   plt.close(fig)
 
 
