@@ -365,11 +365,6 @@ def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int,
   return run, data
 
 
-def to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """JSON-ready dict (tuples become lists)."""
-  return config.to_dict()
-
-
 def from_dict(d: dict[str, Any]) -> ml_collections.ConfigDict:
   """Rebuilds a stored config on top of the current defaults.
 
