@@ -109,11 +109,14 @@ class GroupProgram(NamedTuple):
 def group_program(configs: Sequence[Any]) -> GroupProgram:
   """The jit-ed group step of `configs` (one run or a sweep group), its initial state and
   inputs, built from the framework's own pieces, so a benchmark times what users run."""
+  from icl_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from icl_jax import sharding, steps, train, workload  # pylint: disable=g-import-not-at-top
   wl = workload.build(configs[0])
   mesh = sharding.make_mesh(wl.config.mesh, len(configs))
-  runs = sharding.put(steps.stack_runs([steps.run_values(c) for c in configs]),
-                      sharding.run_sharded(mesh))
+  num_slots = config_lib.padded_runs(len(configs), mesh.shape[sharding.RUN])
+  runs = sharding.put(steps.stack_runs(train.pad([steps.run_values(c) for c in configs],
+                                                 num_slots)), sharding.run_sharded(mesh))
   state = jax.jit(jax.vmap(wl.init), out_shardings=wl.group_shardings(mesh))(runs)
   inputs = (runs,) + wl.training_inputs(mesh)
-  return GroupProgram(train.make_group_step(wl, mesh), state, inputs, wl.spec, mesh)
+  step = train.make_group_step(wl, mesh, wl.config.mesh.group_strategy)
+  return GroupProgram(step, state, inputs, wl.spec, mesh)

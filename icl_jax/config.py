@@ -21,6 +21,7 @@ from icl_jax.fields import is_number
 # registries (tasks.FAMILIES, models.MODELS, tasks.prompts.PROMPTS).
 SCHEDULES = ('constant', 'cosine')
 POSITIONS = ('learned', 'none')
+GROUP_STRATEGIES = ('auto', 'vmap', 'map')
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -75,6 +76,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.mlp_ratio = 4  # MLP hidden = mlp_ratio * width.
   c.model.positions = 'learned'  # Or 'none': order comes from the attention mask alone.
   c.model.init_scale = 1.0  # lsa: scale of its initial projections (see models/lsa.py).
+  # Compute dtype: 'float32' or 'bfloat16' (parameters, optimizer state, logits and loss
+  # stay float32). bfloat16 pays on GPUs and TPUs; on a CPU it is slower (README, Benchmarks).
+  c.model.dtype = 'float32'
+  # Attention kernel: 'auto' (cuDNN on a GPU for bfloat16 and a causal prompt, else XLA),
+  # 'xla' or 'cudnn'.
+  c.model.attention = 'auto'
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1000
@@ -102,9 +109,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.x_shifts = ()
 
   c.mesh = ml_collections.ConfigDict()
-  c.mesh.data = -1  # Devices on the data axis; -1: all that the run axis leaves.
-  # Devices on the run axis of a vmapped sweep group; -1: the most that divide the group.
+  c.mesh.data = -1  # Devices splitting each run's batch; -1: all that the run axis leaves.
+  # Devices on the run axis of a sweep group (each holds whole runs); -1: one per run, up to
+  # all of them (a larger group is padded to a multiple).
   c.mesh.run = -1
+  # How a device steps its runs: 'vmap' (one batched program: pays on accelerators), 'map'
+  # (lax.map, one run after another inside one program: plain matmuls, faster on a CPU), or
+  # 'auto' ('map' on a CPU when each device holds whole runs, 'vmap' elsewhere).
+  c.mesh.group_strategy = 'auto'
   return c
 
 
@@ -239,6 +251,18 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
            f'--config.task.prompt={" or ".join(served)}.')
   _require(m.positions in POSITIONS,
            f'config.model.positions={m.positions!r} is unknown; choose one of {POSITIONS}.')
+  dtypes = models.MODELS[m.name].dtypes
+  _require(m.dtype in models.DTYPES,
+           f'config.model.dtype={m.dtype!r} is unknown; choose one of {tuple(models.DTYPES)}.')
+  _require(m.dtype in dtypes,
+           f'config.model.name={m.name!r} computes in {" or ".join(dtypes)} only; set '
+           f'--config.model.dtype={dtypes[0]} (bfloat16 is the transformer\'s).')
+  _require(m.attention in models.ATTENTION,
+           f'config.model.attention={m.attention!r} is unknown; choose one of '
+           f'{models.ATTENTION}.')
+  _require(m.attention != 'cudnn' or m.dtype == 'bfloat16',
+           f'config.model.attention=\'cudnn\' needs --config.model.dtype=bfloat16 (cuDNN\'s '
+           f'fused attention takes 16-bit inputs); or use \'auto\'.')
   _require(is_number(m.init_scale) and 0 < m.init_scale < _F32_MAX,
            f'config.model.init_scale must be a finite number > 0, got {m.init_scale!r}.')
   for field in ('width', 'depth', 'num_heads', 'qkv_size', 'mlp_ratio'):
@@ -279,6 +303,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
              f'config.eval.{field} must be an integer in [1, config.task.seq_len={t.seq_len}], '
              f'got {value!r}.')
 
+  _require(config.mesh.group_strategy in GROUP_STRATEGIES,
+           f'config.mesh.group_strategy={config.mesh.group_strategy!r} is unknown; choose one '
+           f'of {GROUP_STRATEGIES}.')
   for axis in ('data', 'run'):
     value = config.mesh.get(axis, -1)
     _require(_is_int(value) and (value >= 1 or value == -1),
@@ -293,9 +320,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
     _require(run * data <= num_devices,
              f'config.mesh asks for run={run} x data={data} devices but {num_devices} are '
              f'available; use -1 to fill an axis with what is left.')
-    _require(num_runs % run == 0,
-             f'config.mesh.run={run} does not divide the {num_runs} runs of the group; use a '
-             f'divisor of {num_runs}, or -1.')
     _require(tr.batch_size % data == 0,
              f'config.train.batch_size={tr.batch_size} is not divisible by the {data} '
              f'devices of the data axis; use a multiple of {data}.')
@@ -350,19 +374,28 @@ def _validate_synthetic_task(t: ml_collections.ConfigDict, e: ml_collections.Con
 
 def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int,
                num_runs: int = 1) -> tuple[int, int]:
-  """(run, data) device counts; -1 fills an axis with what is left.
+  """(run, data) device counts for a group of `num_runs` runs; -1 fills an axis.
 
-  A free run axis takes the largest device count that divides both the group and the
-  devices the data axis leaves: runs never straddle devices unevenly.
+  Devices hold whole runs: a free run axis takes one device per run, up to every device,
+  and a group larger than the run axis is padded to a multiple of it (`padded_runs`), so
+  no device repeats another's Adam update or all-reduces a run's gradients needlessly
+  (a gcd would leave a 39-run group on 8 devices with run = 1, data = 8). A free data axis
+  splits each run's batch over all the devices the run axis leaves.
   """
   data = mesh_config.data
   run = mesh_config.get('run', -1)
   if run == -1:
     room = num_devices // data if data != -1 else num_devices
-    run = math.gcd(num_runs, max(room, 1))
+    run = max(min(num_runs, room), 1)
   if data == -1:
     data = max(num_devices // run, 1)
   return run, data
+
+
+def padded_runs(num_runs: int, run_axis: int) -> int:
+  """The group's size on the mesh: `num_runs` rounded up to a multiple of the run axis. The
+  padding slots train copies of the first run and are never saved or reported."""
+  return -(-num_runs // run_axis) * run_axis
 
 
 def from_dict(d: dict[str, Any]) -> ml_collections.ConfigDict:

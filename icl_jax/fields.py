@@ -38,6 +38,14 @@ RESUMABLE_FIELDS = ('train.steps', 'train.log_every_steps', 'train.eval_every_st
                     'train.checkpoint_every_steps', 'train.keep_checkpoints', 'eval.',
                     'mesh.', 'data.data_dir')
 
+# Fields added after sweeps began naming workdirs by hash, with the default that reproduces
+# what ran before they existed. At that default they stay out of the hash, so a sweep root
+# written by an earlier version finds its points again; any other value names a new run.
+ADDED_FIELDS = {
+    'model.dtype': 'float32',
+    'model.attention': 'auto',
+}
+
 
 def is_number(x: Any) -> bool:
   """An int or a float; bool is an int in Python, but never a valid number here."""
@@ -78,8 +86,10 @@ def static_differences(a: ml_collections.ConfigDict, b: ml_collections.ConfigDic
 
 
 def workdir_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The fields a workdir stands for: every one a resumed run may not change."""
-  return {k: v for k, v in flatten(config).items() if not is_resumable(k)}
+  """The fields a workdir stands for: every one a resumed run may not change (ADDED_FIELDS
+  only where they differ from the behaviour that came before them)."""
+  return {k: v for k, v in flatten(config).items()
+          if not is_resumable(k) and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
 
 
 def _differing(a: dict[str, Any], b: dict[str, Any]) -> list[str]:

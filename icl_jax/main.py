@@ -25,6 +25,11 @@ from icl_jax.errors import UserError
 CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file[:args].',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
+COMPILATION_CACHE = flags.DEFINE_string(
+    'compilation_cache', runtime.default_compilation_cache(),
+    'Directory of JAX\'s persistent compilation cache, so a resumed or repeated run skips '
+    'compiling; \'\' turns it off. Default: $ICL_JAX_COMPILATION_CACHE, else '
+    '$XDG_CACHE_HOME/icl_jax/jax (~/.cache/icl_jax/jax).')
 
 
 def initialize_distributed() -> None:
@@ -153,6 +158,7 @@ def main(argv):
     # Orbax and TFDS log every save and read at INFO; --verbosity=0 brings them back.
     logging.set_verbosity(logging.WARNING)
   from icl_jax import train  # pylint: disable=g-import-not-at-top
+  runtime.enable_compilation_cache(COMPILATION_CACHE.value)
   initialize_distributed()
   try:
     train.train_and_evaluate(CONFIG.value, _WORKDIR.value)

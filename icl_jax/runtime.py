@@ -70,6 +70,34 @@ def configure_allocator() -> bool:
   return ok
 
 
+def default_compilation_cache() -> str:
+  """$ICL_JAX_COMPILATION_CACHE, else $XDG_CACHE_HOME/icl_jax/jax (~/.cache/icl_jax/jax)."""
+  if 'ICL_JAX_COMPILATION_CACHE' in os.environ:
+    return os.environ['ICL_JAX_COMPILATION_CACHE']
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return os.path.join(base, 'icl_jax', 'jax')
+
+
+def enable_compilation_cache(path: str) -> str | None:
+  """Turns on JAX's persistent compilation cache in `path` ('' leaves it off); returns the
+  directory used. A cache is only a speed-up: one that cannot be created is skipped with
+  a warning, never an error."""
+  if not path:
+    return None
+  path = os.path.abspath(os.path.expanduser(path))
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    print(f'warning: no compilation cache: cannot create {path} ({e.strerror}); pass '
+          f'--compilation_cache=DIR to place it elsewhere.', file=sys.stderr)
+    return None
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_compilation_cache_dir', path)
+  # Programs that compile in under a second are not worth a disk entry.
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+  return path
+
+
 def configure() -> dict[str, object]:
   """Applies the project's process settings once; returns what was applied (for logs)."""
   global _applied

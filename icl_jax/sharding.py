@@ -1,7 +1,8 @@
 """The device mesh and the few shardings this framework needs.
 
-Two axes: `run` splits the runs of a vmapped sweep group (each device holds the state of
-its runs), `data` splits each run's batch; everything else is replicated. Models here are
+Two axes: `run` splits the runs of a sweep group (each device holds the whole state of
+its runs; config.mesh_shape packs them), `data` splits each run's batch; everything else
+is replicated. Models here are
 small enough (<= tens of millions of parameters) that replicating a run's state over `data`
 is the fast choice. A single run is a group of one: run axis 1, data axis all devices.
 """

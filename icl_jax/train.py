@@ -17,12 +17,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
+from jax.sharding import PartitionSpec as P
 
 from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import config as config_lib
 from icl_jax import evaluator as evaluator_lib
 from icl_jax import fields as fields_lib
 from icl_jax import metrics as metrics_lib
+from icl_jax import packing
 from icl_jax import sharding
 from icl_jax import status as status_lib
 from icl_jax import steps
@@ -88,21 +90,49 @@ def check_workdir_writable(workdir: str) -> None:
 # ---------------------------------------------------------------------------------------
 # Groups: runs that share one compiled program
 # ---------------------------------------------------------------------------------------
-def make_group_step(wl: workload_lib.Workload, mesh: jax.sharding.Mesh):
-  """jit(vmap(train_step)): (group state, runs, x_NxD, y_N) -> (group state, metrics_R).
+def group_strategy(requested: str, mesh: jax.sharding.Mesh) -> str:
+  """'vmap' or 'map': how each device steps its runs (config.mesh.group_strategy).
 
-  The state and the runs' values have a leading run axis split over the mesh's `run` axis;
-  inside, each run's batch is split over `data` (spmd_axis_name puts the vmapped axis on
-  `run` in every sharding constraint of the step). The state is donated. The metrics come
-  back replicated: every process must read every run's (a diverged run stops being saved,
-  and orbax needs all processes to make the same save calls).
+  'auto' is 'map' on a CPU, where one run after another runs plain matmuls and beats the
+  batched ones of a vmap (README, Benchmarks), and 'vmap' elsewhere: on an accelerator one
+  batched program keeps the chip busy.
+  """
+  if requested != 'auto':
+    return requested
+  return 'map' if mesh.devices.flat[0].platform == 'cpu' else 'vmap'
+
+
+def make_group_step(wl: workload_lib.Workload, mesh: jax.sharding.Mesh,
+                    strategy: str = 'auto'):
+  """(group state, runs, x_NxD, y_N) -> (group state, metrics_R), jit-ed.
+
+  The state and the runs' values have a leading run axis split over the mesh's `run` axis
+  (padded to a multiple of it, see config.padded_runs); inside, each run's batch is split
+  over `data`. 'vmap' batches a device's runs into one program (spmd_axis_name puts the
+  vmapped axis on `run` in every sharding constraint of the step); 'map' is per-device code
+  (shard_map over `run`) that steps its runs one after another with lax.map. The state is
+  donated. The metrics come back replicated: every process must read every run's (a
+  diverged run stops being saved, and orbax needs all processes to make the same save
+  calls).
   """
   replicated, run_sharded = sharding.replicated(mesh), sharding.run_sharded(mesh)
   group_sharding = wl.group_shardings(mesh)
   one_step = functools.partial(steps.train_step, spec=wl.spec,
                                batch_sharding=sharding.batch_sharded(mesh))
+  if group_strategy(strategy, mesh) == 'vmap':
+    group_step = jax.vmap(one_step, in_axes=(0, 0, None, None), spmd_axis_name=sharding.RUN)
+  else:
+    # Inside shard_map the mesh is the abstract, partly manual one: a bare spec names it.
+    device_step = functools.partial(steps.train_step, spec=wl.spec,
+                                    batch_sharding=P(sharding.DATA))
+
+    def device_runs(state, runs, x_NxD, y_N):
+      return jax.lax.map(lambda s_r: device_step(s_r[0], s_r[1], x_NxD, y_N), (state, runs))
+    group_step = jax.shard_map(
+        device_runs, mesh=mesh, in_specs=(P(sharding.RUN), P(sharding.RUN), P(), P()),
+        out_specs=P(sharding.RUN), axis_names={sharding.RUN})
   return jax.jit(
-      jax.vmap(one_step, in_axes=(0, 0, None, None), spmd_axis_name=sharding.RUN),
+      group_step,
       in_shardings=(group_sharding, run_sharded, replicated, replicated),
       out_shardings=(group_sharding, replicated),
       donate_argnums=0)
@@ -137,14 +167,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return result.summary
 
 
-def train_group(configs: Sequence[ml_collections.ConfigDict],
-                workdirs: Sequence[str]) -> list[status_lib.RunResult]:
+def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
+                device_memory_bytes: int | None = None) -> list[status_lib.RunResult]:
   """Trains runs that share every static field as one vmapped, jit-ed program.
 
   The state gets a leading run axis, split over the mesh's `run` axis; each run keeps its
   own workdir (checkpoints, metrics, status.json) exactly as if trained alone, and a run
   that diverges stops being saved without stopping the others. A single run is a group of
   one, so both paths are the same code.
+
+  A group whose runs would not fit in a device's memory (packing.runs_per_device; the
+  device's own figure, or `device_memory_bytes`) trains as consecutive chunks that fit.
   """
   # --- Config and workdirs: fail before loading data or compiling anything. ---
   num_runs = len(configs)
@@ -164,15 +197,26 @@ def train_group(configs: Sequence[ml_collections.ConfigDict],
     raise UserError(f'Two runs of a group share a workdir: {list(workdirs)}. Give each its own.')
   ckpts = [check_run(c, w) for c, w in zip(configs, workdirs)]
 
-  # --- Mesh: runs over `run`, each run's batch over `data`. ---
+  # --- Mesh: whole runs per device over `run`, each run's batch over `data`. ---
   mesh = sharding.make_mesh(config.mesh, num_runs)
   replicated, run_sharded = sharding.replicated(mesh), sharding.run_sharded(mesh)
+  num_slots = config_lib.padded_runs(num_runs, mesh.shape[sharding.RUN])
 
   # --- Input and model: datasets (or shapes), the Spec and the abstract state. ---
   wl = workload_lib.build(config)
+  fits = packing.runs_per_device(wl, mesh.devices.flat[0], device_memory_bytes)
+  if fits is not None and num_slots > fits * mesh.shape[sharding.RUN]:
+    for ckpt in ckpts:
+      ckpt.close()
+    size = fits * mesh.shape[sharding.RUN]
+    logging.warning('%d runs of ~%.0f MB would not fit in device memory: training them in '
+                    'chunks of %d.', num_runs, packing.run_bytes(wl) / 1e6, size)
+    return [result for i in range(0, num_runs, size)
+            for result in train_group(configs[i:i + size], workdirs[i:i + size],
+                                      device_memory_bytes)]
   x_NxD, y_N = wl.training_inputs(mesh)
   run_values = [steps.run_values(c) for c in configs]
-  runs = sharding.put(steps.stack_runs(run_values), run_sharded)
+  runs = sharding.put(steps.stack_runs(pad(run_values, num_slots)), run_sharded)
   runs_replicated = [sharding.put(r, replicated) for r in run_values]  # For evaluation.
 
   # --- State: shardings derived from the abstract state, init under jit. ---
@@ -184,13 +228,13 @@ def train_group(configs: Sequence[ml_collections.ConfigDict],
   if restored is not None:
     stack = jax.jit(lambda *trees: jax.tree.map(lambda *a: jnp.stack(a), *trees),
                     out_shardings=group_sharding)
-    state, start = stack(*restored[0]), restored[1]
+    state, start = stack(*pad(restored[0], num_slots)), restored[1]
   else:
     state = jax.jit(jax.vmap(wl.init), out_shardings=group_sharding)(runs)
     start = 0
 
   # --- Steps: one program for the group, each run's batch split over `data`. ---
-  train_step = make_group_step(wl, mesh)
+  train_step = make_group_step(wl, mesh, config.mesh.group_strategy)
   sets = evaluator_lib.make_eval_sets(wl, mesh, config.eval.datasets)
   evaluator = evaluator_lib.Evaluator(wl, mesh, sets, config.eval.num_episodes)
   writers = [metrics_lib.MetricWriter(w, resume_step=start) for w in workdirs]
@@ -286,6 +330,12 @@ def train_group(configs: Sequence[ml_collections.ConfigDict],
     write_status(result, num_params=wl.num_params(), num_classes=wl.num_classes,
                  state_size=wl.state_size(), seconds=seconds)
   return results
+
+
+def pad(items: Sequence[Any], num_slots: int) -> list[Any]:
+  """`items` (a group's runs or states) padded to `num_slots` with copies of the first: the
+  padding trains like a real run, so it never diverges first, and nothing reads it back."""
+  return list(items) + [items[0]] * (num_slots - len(items))
 
 
 def _divergence_message(step: int, m: dict[str, float], ckpt: checkpoint_lib.Checkpointer) -> str:

@@ -9,8 +9,11 @@ checkpoints. --config.path=value overrides apply to every point.
 
 Backends (--backend):
   vmap    (default) points that differ only in values (seed, task.num_tasks, lr, ...; see
-          icl_jax/fields.py VALUE_FIELDS) train as one vmapped program per group, over all
-          devices of all processes (mesh axes run x data); groups run one after another.
+          icl_jax/fields.py VALUE_FIELDS) train as one program per group, each device
+          holding whole runs (mesh axes run x data; config.mesh.group_strategy says how a
+          device steps its runs); groups run one after another over all devices, or
+          --parallel N at once, one per GPU. A group too large for device memory trains
+          in chunks (--device_memory_gb overrides what the device reports).
   local   each point alone; --parallel N runs N at once (each sees one GPU via
           CUDA_VISIBLE_DEVICES on GPU hosts).
   slurm   one SLURM array task per group through submitit; without sbatch on this host it
@@ -57,8 +60,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ROOT = flags.DEFINE_string('root', None, 'Directory holding one workdir per point.')
 _BACKEND = flags.DEFINE_enum('backend', 'vmap', BACKENDS, 'How to run the points.')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'List points, groups and status; run nothing.')
-_PARALLEL = flags.DEFINE_integer('parallel', 1, 'local: points run at once.')
+_PARALLEL = flags.DEFINE_integer(
+    'parallel', 1, 'local: points run at once; vmap: groups run at once. Each worker then '
+    'sees one GPU (CUDA_VISIBLE_DEVICES=slot): one group per local GPU.')
 _MAX_GROUP = flags.DEFINE_integer('max_group_size', 64, 'vmap/slurm/tpu_vm: runs per group.')
+_DEVICE_MEMORY = flags.DEFINE_float(
+    'device_memory_gb', 0, 'Memory of one device, for the estimate that splits a group whose '
+    'runs would not fit (icl_jax/packing.py); 0: what the device reports.')
 _CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', 0, 'On a CPU host, split it into this many XLA devices for each worker '
     '(the run axis spreads a group over them); 0: leave XLA_FLAGS alone.')
@@ -100,8 +108,10 @@ def run_group(root: str, launch_id: str, index: int) -> int:
       print(f'error: {p.name}: {e}', file=sys.stderr)
   if not usable:
     return 0
+  memory = int(_DEVICE_MEMORY.value * 2**30) or None
   try:
-    results = train.train_group([p.config for p in usable], [p.workdir for p in usable])
+    results = train.train_group([p.config for p in usable], [p.workdir for p in usable],
+                                device_memory_bytes=memory)
   except UserError as e:  # Shared by the whole group (e.g. the dataset is not prepared).
     for p in usable:
       train.write_status(status_lib.RunResult(p.workdir, sweep_lib.latest_step(p.workdir), {},
@@ -119,7 +129,8 @@ def run_group(root: str, launch_id: str, index: int) -> int:
 # ---------------------------------------------------------------------------------------
 def worker_command(root: str, launch_id: str, index: int) -> list[str]:
   return [sys.executable, '-m', 'launch.sweep', f'--root={root}', f'--launch={launch_id}',
-          f'--only_group={index}']
+          f'--only_group={index}', f'--device_memory_gb={_DEVICE_MEMORY.value}',
+          f'--compilation_cache={main_lib.COMPILATION_CACHE.value}']
 
 
 def worker_env(slot: int | None = None) -> dict[str, str]:
@@ -318,7 +329,7 @@ def launch(argv: list[str]) -> int:
     if not _SLURM_LOCAL.value:
       return 0  # Submitted or printed: the points finish later, elsewhere.
   else:
-    failed = run_subprocesses(root, launch_id, groups, _PARALLEL.value if not grouped else 1)
+    failed = run_subprocesses(root, launch_id, groups, _PARALLEL.value)
   done = sum(sweep_lib.point_status(p) == status_lib.DONE for p in points)
   print(f'{done}/{len(points)} points done, {failed} failed. Figures: '
         f'python -m icl_jax.report --root {root}', file=sys.stderr)
@@ -332,6 +343,7 @@ def main(argv):
     if _ROOT.value is None:
       raise UserError('--root is missing: pass the directory for the sweep\'s workdirs.')
     if _ONLY_GROUP.value is not None:
+      runtime.enable_compilation_cache(main_lib.COMPILATION_CACHE.value)
       main_lib.initialize_distributed()
       if _LAUNCH.value is None:
         raise UserError('--only_group needs --launch=<id> (the launcher passes both).')

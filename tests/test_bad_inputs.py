@@ -137,6 +137,14 @@ def with_values(config, **overrides):
      r'config\.eval\.x_scales must be numbers > 0'),
     (dict(task__family='linear', model__name='lstm', task__prompt='context_query'),
      r"config\.model\.name='lstm' is recurrent and cannot serve the 'context_query' prompt"),
+    (dict(model__dtype='float16'),
+     r"config\.model\.dtype='float16' is unknown; choose one of \('float32', 'bfloat16'\)"),
+    (dict(model__name='lstm', task__prompt='gpicl', model__dtype='bfloat16'),
+     r"config\.model\.name='lstm' computes in float32 only; set --config\.model\.dtype=float32"),
+    (dict(model__attention='flash'),
+     r"config\.model\.attention='flash' is unknown; choose one of \('auto', 'xla', 'cudnn'\)"),
+    (dict(model__attention='cudnn'),
+     r"config\.model\.attention='cudnn' needs --config\.model\.dtype=bfloat16"),
 ], ids=lambda x: '-'.join(f'{k}={v}' for k, v in x.items()) if isinstance(x, dict) else '')
 def test_bad_value_is_refused_before_anything_runs(data_dir, unchanged, overrides, message):
   with pytest.raises(UserError, match=message):

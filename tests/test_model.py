@@ -57,3 +57,90 @@ def test_sequence_longer_than_positions_is_refused():
                        rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match='longer than'):
     model(jnp.zeros((1, T + 1, D + C)), jnp.ones((T + 1, T + 1), bool))
+
+
+# --- Mixed precision and the attention implementation. ---
+
+
+def test_causal_and_masked_attention_agree():
+  """is_causal (what cuDNN gets) and the dense causal mask (what XLA gets) are one function."""
+  kq, kk, kv = jax.random.split(jax.random.key(0), 3)
+  shape = (2, 12, 2, 8)
+  q, k, v = (jax.random.normal(key, shape) for key in (kq, kk, kv))
+  mask_SxS = jnp.asarray(tasks.attention_mask('gpicl', 12))
+  for dtype, tol in ((jnp.float32, 1e-6), (jnp.bfloat16, 1e-2)):
+    causal = jax.nn.dot_product_attention(*(a.astype(dtype) for a in (q, k, v)),
+                                          is_causal=True, implementation='xla')
+    masked = jax.nn.dot_product_attention(*(a.astype(dtype) for a in (q, k, v)),
+                                          mask=mask_SxS[None, None], implementation='xla')
+    np.testing.assert_allclose(np.float32(causal), np.float32(masked), atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize('requested,dtype,causal,backend,expected', [
+    ('auto', 'bfloat16', True, 'gpu', 'cudnn'),
+    ('auto', 'bfloat16', False, 'gpu', 'xla'),  # context_query's mask is not causal.
+    ('auto', 'float32', True, 'gpu', 'xla'),  # cuDNN's fused kernel takes 16-bit inputs.
+    ('auto', 'bfloat16', True, 'cpu', 'xla'),
+    ('auto', 'bfloat16', True, 'tpu', 'xla'),
+    ('xla', 'bfloat16', True, 'gpu', 'xla'),
+    ('cudnn', 'bfloat16', True, 'gpu', 'cudnn'),
+])
+def test_attention_implementation_follows_backend_and_dtype(requested, dtype, causal, backend,
+                                                            expected):
+  assert models.transformer.attention_implementation(requested, dtype, causal,
+                                                     backend) == expected
+
+
+@pytest.mark.parametrize('dtype,backend', [('bfloat16', 'cpu'), ('float32', 'gpu')])
+def test_explicit_cudnn_where_it_cannot_run_is_refused_at_build(dtype, backend):
+  with pytest.raises(ValueError, match='needs an NVIDIA GPU'):
+    models.transformer.attention_implementation('cudnn', dtype, True, backend)
+
+
+def _hlo_and_dtypes(dtype):
+  c = base_config().model
+  c.width, c.depth, c.num_heads, c.qkv_size, c.dtype = 16, 2, 2, 8, dtype
+  model = models.build(c, in_features=D + C, out_features=C,
+                       max_len=tasks.num_tokens('gpicl', T), rngs=nnx.Rngs(0), prompt='gpicl')
+  graphdef, params = nnx.split(model)
+  mask = jnp.asarray(tasks.attention_mask('gpicl', T))
+  tokens = jnp.ones((2, T, D + C))
+  fn = jax.jit(lambda p: nnx.merge(graphdef, p)(tokens, mask))
+  return fn.lower(params).as_text(), params, fn(params)
+
+
+def test_bfloat16_computes_in_bfloat16_but_keeps_float32_params_and_logits():
+  hlo, params, logits = _hlo_and_dtypes('bfloat16')
+  assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype('float32')}
+  assert logits.dtype == jnp.float32
+  # The blocks' matmuls read bfloat16 operands.
+  dots = [line for line in hlo.splitlines() if 'dot_general' in line]
+  assert sum('bf16' in line for line in dots) >= 4, dots
+  hlo32, _, _ = _hlo_and_dtypes('float32')
+  assert 'bf16' not in hlo32
+
+
+def test_bfloat16_run_trains_like_the_float32_run(data_dir):
+  """A bfloat16 run's loss curve follows the float32 run's: within 0.05 nats at every one
+  of 40 steps (measured: 0.0012 at most, loss 2.80 -> 1.44) on the tiny memorisation
+  config."""
+  from helpers import tiny_config  # pylint: disable=g-import-not-at-top
+  from icl_jax import steps  # pylint: disable=g-import-not-at-top
+  from icl_jax import workload  # pylint: disable=g-import-not-at-top
+  curves = {}
+  for dtype in ('float32', 'bfloat16'):
+    config = tiny_config(data_dir, model__dtype=dtype)
+    wl = workload.build(config)
+    run = steps.run_values(config)
+    x_NxD, y_N = jnp.asarray(wl.train_ds.x_NxD), jnp.asarray(wl.train_ds.y_N)
+    step = jax.jit(lambda s, wl=wl, run=run, x=x_NxD, y=y_N: steps.train_step(
+        s, run, x, y, spec=wl.spec))
+    state, losses = jax.jit(wl.init)(run), []
+    for _ in range(config.train.steps):
+      state, m = step(state)
+      losses.append(float(m['loss']))
+    assert {x.dtype for x in jax.tree.leaves(state)} <= {np.dtype('float32'), np.dtype('int32')}
+    curves[dtype] = np.array(losses)
+  gap = np.abs(curves['bfloat16'] - curves['float32'])
+  assert gap.max() < 0.05, gap
+  assert curves['bfloat16'][-5:].mean() < 0.7 * curves['bfloat16'][:5].mean(), curves

@@ -24,7 +24,10 @@ from icl_jax.models.lsa import lsa_predict
 from icl_jax.models.lstm import LSTM
 from icl_jax.models.lstm import OuterProductLSTM
 from icl_jax.models.mlp import MLP
+from icl_jax.models.transformer import ATTENTION
+from icl_jax.models.transformer import DTYPES
 from icl_jax.models.transformer import Transformer
+from icl_jax.tasks.prompts import CAUSAL_PROMPTS
 from icl_jax.tasks.prompts import PROMPTS
 
 ModelConfig = ml_collections.ConfigDict  # config.model
@@ -37,6 +40,8 @@ class ModelEntry(NamedTuple):
   # (config.model, max_len, in_features or None) -> floats of state per sequence.
   state_size: Callable[[ModelConfig, int, int | None], int]
   prompts: tuple[str, ...]  # The prompt formats it serves (tasks.prompts.PROMPTS).
+  # The compute dtypes it serves (config.model.dtype; DTYPES); parameters are float32.
+  dtypes: tuple[str, ...] = ('float32',)
 
 
 def _mlp_state_size(m: ModelConfig, max_len: int, in_features: int | None) -> int:
@@ -49,10 +54,12 @@ MODELS: dict[str, ModelEntry] = {
     'transformer': ModelEntry(
         lambda m, i, o, max_len, prompt, rngs: Transformer(
             i, o, max_len, width=m.width, depth=m.depth, num_heads=m.num_heads,
-            qkv_size=m.qkv_size, mlp_ratio=m.mlp_ratio, positions=m.positions, rngs=rngs),
+            qkv_size=m.qkv_size, mlp_ratio=m.mlp_ratio, positions=m.positions, rngs=rngs,
+            dtype=m.get('dtype', 'float32'), attention=m.get('attention', 'auto'),
+            causal=prompt in CAUSAL_PROMPTS),
         lambda m, max_len, in_features: Transformer.state_size(
             depth=m.depth, num_heads=m.num_heads, qkv_size=m.qkv_size, max_len=max_len),
-        PROMPTS),
+        PROMPTS, tuple(DTYPES)),
     'lstm': ModelEntry(
         lambda m, i, o, max_len, prompt, rngs: LSTM(
             i, o, max_len, width=m.width, depth=m.depth, prompt=prompt, rngs=rngs),

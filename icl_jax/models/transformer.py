@@ -2,41 +2,88 @@
 
 The prompt format owns the mask (see icl_jax/tasks/prompts.py), so one model serves the
 causal GPICL format and the context/query format alike.
+
+Mixed precision: `dtype` is the compute dtype of the blocks (their matmuls, activations and
+residual stream). Parameters stay float32 (so do the gradients and Adam's moments), layer
+norms reduce in float32, attention's softmax runs in float32, and the read-out layer
+computes the logits in float32, so the loss never sees bfloat16 rounding.
+
+Attention's implementation follows the backend (`attention_implementation`): cuDNN's fused
+kernel on a GPU for bfloat16 with a causal prompt, given `is_causal` rather than a dense
+mask so it skips the masked half; XLA's everywhere else (cuDNN raises on CPU and TPU).
 """
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
+
+from icl_jax.errors import UserError
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+ATTENTION = ('auto', 'xla', 'cudnn')
+
+
+def attention_implementation(requested: str, dtype: str, causal: bool,
+                             backend: str | None = None) -> str:
+  """'xla' or 'cudnn' for config.model.attention ('auto', 'xla' or 'cudnn').
+
+  'auto' takes cuDNN only where it is known to apply: a GPU, bfloat16, a causal prompt
+  (the context/query mask is not causal). An explicit 'cudnn' elsewhere raises here, at
+  build time, with the reason, instead of inside XLA's lowering.
+  """
+  backend = backend or jax.default_backend()
+  if requested == 'xla':
+    return 'xla'
+  if requested == 'cudnn':
+    if backend != 'gpu' or dtype != 'bfloat16':
+      raise UserError(
+          f'config.model.attention=\'cudnn\' needs an NVIDIA GPU and '
+          f'config.model.dtype=\'bfloat16\' (here: backend {backend!r}, dtype {dtype!r}); '
+          f'use \'auto\', which picks cuDNN where it applies.')
+    return 'cudnn'
+  return 'cudnn' if backend == 'gpu' and dtype == 'bfloat16' and causal else 'xla'
 
 
 class Attention(nnx.Module):
   """Multi-head softmax attention with a per-head key/query/value size."""
 
-  def __init__(self, width: int, num_heads: int, qkv_size: int, *, rngs: nnx.Rngs):
+  def __init__(self, width: int, num_heads: int, qkv_size: int, *, rngs: nnx.Rngs,
+               dtype=jnp.float32, implementation: str = 'xla', causal: bool = False):
     self.num_heads, self.qkv_size = num_heads, qkv_size
+    self.implementation, self.causal = implementation, causal
     # One fused projection gives XLA one large matmul instead of three small ones.
-    self.qkv = nnx.Linear(width, 3 * num_heads * qkv_size, rngs=rngs)
-    self.out = nnx.Linear(num_heads * qkv_size, width, rngs=rngs)
+    self.qkv = nnx.Linear(width, 3 * num_heads * qkv_size, dtype=dtype, rngs=rngs)
+    self.out = nnx.Linear(num_heads * qkv_size, width, dtype=dtype, rngs=rngs)
 
   def __call__(self, x_BxSxD: jax.Array, mask_SxS: jax.Array) -> jax.Array:
     b, s, _ = x_BxSxD.shape
     qkv_BxSx3xHxK = self.qkv(x_BxSxD).reshape(b, s, 3, self.num_heads, self.qkv_size)
     q_BxSxHxK, k_BxSxHxK, v_BxSxHxK = (qkv_BxSx3xHxK[:, :, i] for i in range(3))
-    out_BxSxHxK = jax.nn.dot_product_attention(
-        q_BxSxHxK, k_BxSxHxK, v_BxSxHxK, mask=mask_SxS[None, None])
+    if self.implementation == 'cudnn':
+      # The prompt's mask is then exactly the causal one; the fused kernel skips its zeros.
+      out_BxSxHxK = jax.nn.dot_product_attention(
+          q_BxSxHxK, k_BxSxHxK, v_BxSxHxK, is_causal=True, implementation='cudnn')
+    else:
+      # The dense mask even for causal prompts: it is what float32 runs always computed, so
+      # their results stay bit for bit those of earlier versions.
+      out_BxSxHxK = jax.nn.dot_product_attention(
+          q_BxSxHxK, k_BxSxHxK, v_BxSxHxK, mask=mask_SxS[None, None], implementation='xla')
     return self.out(out_BxSxHxK.reshape(b, s, self.num_heads * self.qkv_size))
 
 
 class Block(nnx.Module):
 
   def __init__(self, width: int, num_heads: int, qkv_size: int, mlp_ratio: int, *,
-               rngs: nnx.Rngs):
-    self.ln1 = nnx.LayerNorm(width, rngs=rngs)
-    self.attn = Attention(width, num_heads, qkv_size, rngs=rngs)
-    self.ln2 = nnx.LayerNorm(width, rngs=rngs)
-    self.mlp_in = nnx.Linear(width, mlp_ratio * width, rngs=rngs)
-    self.mlp_out = nnx.Linear(mlp_ratio * width, width, rngs=rngs)
+               rngs: nnx.Rngs, dtype=jnp.float32, implementation: str = 'xla',
+               causal: bool = False):
+    self.ln1 = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+    self.attn = Attention(width, num_heads, qkv_size, rngs=rngs, dtype=dtype,
+                          implementation=implementation, causal=causal)
+    self.ln2 = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+    self.mlp_in = nnx.Linear(width, mlp_ratio * width, dtype=dtype, rngs=rngs)
+    self.mlp_out = nnx.Linear(mlp_ratio * width, width, dtype=dtype, rngs=rngs)
 
   def __call__(self, x_BxSxD: jax.Array, mask_SxS: jax.Array) -> jax.Array:
     x_BxSxD = x_BxSxD + self.attn(self.ln1(x_BxSxD), mask_SxS)
@@ -48,19 +95,27 @@ class Transformer(nnx.Module):
 
   positions='none' leaves order to the mask alone: right for the context/query prompt,
   whose context is a set (as in PFNs); the causal GPICL prompt needs 'learned'.
+
+  `dtype` ('float32' or 'bfloat16') and `attention` ('auto', 'xla', 'cudnn') are
+  config.model's; `causal` says whether the prompt's mask is exactly the causal one.
   """
 
   def __init__(self, in_features: int, out_features: int, max_len: int, *, width: int,
                depth: int, num_heads: int, qkv_size: int, mlp_ratio: int,
-               positions: str = 'learned', rngs: nnx.Rngs):
+               positions: str = 'learned', rngs: nnx.Rngs, dtype: str = 'float32',
+               attention: str = 'auto', causal: bool = False):
     self.max_len = max_len
-    self.embed = nnx.Linear(in_features, width, rngs=rngs)
+    compute = DTYPES[dtype]
+    implementation = attention_implementation(attention, dtype, causal)
+    self.embed = nnx.Linear(in_features, width, dtype=compute, rngs=rngs)
     self.pos_SxD = (nnx.Param(0.02 * jax.random.normal(rngs.params(), (max_len, width)))
                     if positions == 'learned' else None)
     self.blocks = nnx.List([
-        Block(width, num_heads, qkv_size, mlp_ratio, rngs=rngs) for _ in range(depth)])
-    self.ln_f = nnx.LayerNorm(width, rngs=rngs)
-    self.head = nnx.Linear(width, out_features, rngs=rngs)
+        Block(width, num_heads, qkv_size, mlp_ratio, rngs=rngs, dtype=compute,
+              implementation=implementation, causal=causal) for _ in range(depth)])
+    self.ln_f = nnx.LayerNorm(width, dtype=compute, rngs=rngs)
+    # float32 logits: the softmax and the loss see no bfloat16 rounding.
+    self.head = nnx.Linear(width, out_features, dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, tokens_BxSxF: jax.Array, mask_SxS: jax.Array) -> jax.Array:
     s = tokens_BxSxF.shape[1]
@@ -69,7 +124,7 @@ class Transformer(nnx.Module):
                        f'{self.max_len} positions.')
     x_BxSxD = self.embed(tokens_BxSxF)
     if self.pos_SxD is not None:
-      x_BxSxD = x_BxSxD + self.pos_SxD[:s][None]
+      x_BxSxD = x_BxSxD + self.pos_SxD[:s][None].astype(x_BxSxD.dtype)
     for block in self.blocks:
       x_BxSxD = block(x_BxSxD, mask_SxS)
     return self.head(self.ln_f(x_BxSxD))
