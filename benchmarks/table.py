@@ -56,13 +56,21 @@ def render(records: list[dict]) -> str:
   if by('train_throughput'):
     out.append('\n' + table(
         ['config', 'path', 'model', 'batch x tokens', 'steps/s', 'examples/s', 'tokens/s',
-         'GFLOP/s', 'MFU', 'CPU s/step', 'vs reference at equal peak'],
+         'GFLOP/s', 'MFU', 'CPU s/step'],
         [[r['config'], r['path'], r['model'], f'{r["batch_size"]} x {r["seq_tokens"]}',
           f'{fmt(r["steps_per_sec"])} [{fmt(r["steps_per_sec_min"])}-'
           f'{fmt(r["steps_per_sec_max"])}]', r['examples_per_sec'], r['tokens_per_sec'],
-          r['flops_per_sec'] / 1e9, f'{100 * r["mfu"]:.0f}%', r.get('cpu_s_per_step', ''),
-          (f'{r["vs_reference_at_equal_peak"]:.2f}x' if 'vs_reference_at_equal_peak' in r
-           else '')] for r in by('train_throughput')]))
+          r['flops_per_sec'] / 1e9, f'{100 * r["mfu"]:.0f}%', r.get('cpu_s_per_step', '')]
+         for r in by('train_throughput')]))
+  if by('peer_compare'):
+    # Every round is shown: on a shared machine the spread is part of the figure.
+    rounds = lambda r, side: (f'{fmt(r[f"{side}_steps_per_sec"])} ('
+                              + ', '.join(fmt(x) for x in r[f'{side}_rounds']) + ')')
+    out.append('\n' + table(
+        ['model', 'rounds', 'peer steps/s (each round)', 'icl_jax steps/s (each round)',
+         'icl_jax / peer'],
+        [[r['model'], r['rounds'], rounds(r, 'peer'), rounds(r, 'icl_jax'),
+          f'{r["ratio"]:.2f}x'] for r in by('peer_compare')]))
   if by('sampler_throughput'):
     out.append('\n' + table(
         ['sampler', 'batch', 'on device (episodes/s)', 'numpy on host (episodes/s)',

@@ -21,9 +21,9 @@ Every config runs the framework's own step: `train.make_group_step` around
   gpicl_paper            the GPICL paper's model and batch: width 256, 4 layers, 8 heads of
                          32, T = 100 (the paper's prompt), batch 128, on the embedded 8x8
                          digits (D = 64; MNIST's 784 inputs change only the read-in layer).
-`reference_steps_per_sec` is the reference PyTorch implementation of Garg et al. measured
-on the calibration machine (fp32 matmul peak 283 GFLOP/s); `vs_reference_at_equal_peak`
-scales it to this machine's measured peak.
+Speed against Garg et al.'s own PyTorch code is measured side by side, not against a
+constant from another machine: `benchmarks/peer_compare.py` alternates their training step
+and this script's garg_tiny / garg_small step (`garg_config`, `framework_step`) in one run.
 """
 
 from __future__ import annotations
@@ -41,9 +41,7 @@ import ml_collections  # pylint: disable=g-import-not-at-top,wrong-import-positi
 from icl_jax import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from icl_jax import tasks  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-# The calibration machine's figures from the issue (PyTorch + HF GPT-2, oneDNN, 2 cores).
-REFERENCE = {'garg_tiny': 17.3, 'garg_small': 1.55}
-REFERENCE_PEAK = 283e9
+GARG = ('garg_tiny', 'garg_small')
 GARG_DIM, GARG_POINTS, GARG_BATCH, GARG_LR = 20, 41, 64, 1e-4
 
 
@@ -103,7 +101,7 @@ def framework_step(config: ml_collections.ConfigDict):
 
 def measure(name: str, args, peak: float) -> dict:
   path = 'framework'
-  if name in REFERENCE:
+  if name in GARG:
     config = garg_config(name)
     run, in_features, out_features = framework_step(config)
   elif name == 'gpicl_paper':
@@ -132,10 +130,6 @@ def measure(name: str, args, peak: float) -> dict:
       'peak_flops_per_sec': peak,
       'mfu': rate['median'] * flops['flops_per_step'] / peak,
   })
-  if name in REFERENCE:
-    record['reference_steps_per_sec'] = REFERENCE[name]
-    record['vs_reference_at_equal_peak'] = (rate['median'] / peak) / (REFERENCE[name] /
-                                                                      REFERENCE_PEAK)
   return record
 
 
@@ -158,9 +152,6 @@ def main():
     for r in records:
       r['peak_flops_per_sec'] = peak['flops_per_sec']
       r['mfu'] = r['flops_per_sec'] / peak['flops_per_sec']
-      if 'reference_steps_per_sec' in r:
-        r['vs_reference_at_equal_peak'] = ((r['steps_per_sec'] / peak['flops_per_sec']) /
-                                           (r['reference_steps_per_sec'] / REFERENCE_PEAK))
   record = common.header('matmul_peak')
   record.update(peak)
   common.emit(common.rounded(record))
