@@ -1,7 +1,16 @@
-"""Test setup: 8 simulated CPU devices, strict rank promotion, one shared TFDS data dir."""
+"""Test setup: 8 simulated CPU devices, strict rank promotion, one shared TFDS data dir.
+
+`ICL_JAX_TEST_PLATFORM=gpu` (or `tpu`) opts out of the CPU setup, for running selected
+tests on an accelerator (benchmarks/device_check.py does): the platform and device count
+are left to JAX, and the session stops at once if JAX's default device is not on that
+platform. Tests that need several devices skip (or fail) on one. Unset or `cpu`: the CPU
+setup below, as CI runs it.
+"""
 
 import os
 import tempfile
+
+TEST_PLATFORM = os.environ.get('ICL_JAX_TEST_PLATFORM', 'cpu').strip().lower() or 'cpu'
 
 # Must precede the first jax import anywhere in the test session.
 # Compiling, not running, is most of the time of these tiny programs, and LLVM's
@@ -9,8 +18,13 @@ import tempfile
 # programs' results; speed is measured in benchmarks/, never here). Subprocesses that
 # set their own device count keep this flag (see subprocess_xla_flags).
 TEST_XLA_FLAGS = '--xla_backend_optimization_level=0'
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           f' --xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}').strip()
+if TEST_PLATFORM == 'cpu':
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                             f' --xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}'
+                            ).strip()
+elif os.environ.get('JAX_PLATFORMS', '').strip() == 'cpu':
+  # A CPU forcing inherited from the caller would defeat the opt-out: leave it to JAX.
+  del os.environ['JAX_PLATFORMS']
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # The CPU, even on a host with a GPU plugin installed: the suite's sharding tests need the 8
 # simulated devices above. ICL_JAX_TEST_PLATFORM=gpu (benchmarks/device_check.py) runs the
@@ -28,6 +42,21 @@ _CACHE_DIR = tempfile.mkdtemp(prefix='icl_jax_test_jax_cache_')
 jax.config.update('jax_compilation_cache_dir', _CACHE_DIR)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+def pytest_report_header(config):
+  del config
+  device = jax.devices()[0]
+  # benchmarks/device_check.py reads this line to tell where the tests really ran.
+  return (f'icl_jax test platform: {device.platform} ({jax.device_count()} x '
+          f'{device.device_kind}), ICL_JAX_TEST_PLATFORM={TEST_PLATFORM}')
+
+
+def pytest_sessionstart(session):
+  del session
+  if TEST_PLATFORM != 'cpu' and jax.devices()[0].platform != TEST_PLATFORM:
+    pytest.exit(f'ICL_JAX_TEST_PLATFORM={TEST_PLATFORM}, but JAX runs on '
+                f'{jax.devices()[0].platform}: {jax.devices()}', returncode=4)
 
 
 @pytest.fixture(scope='session')

@@ -56,11 +56,14 @@ def test_workdir_with_another_model_is_refused(trained_run):
   assert sorted(os.listdir(checkpoint_lib.directory(workdir))) == before
 
 def test_one_step_on_8_devices_equals_1_device(data_dir):
-  assert jax.device_count() == 8
+  if jax.devices()[0].platform == 'cpu':
+    assert jax.device_count() == 8  # conftest's simulated devices.
+  elif jax.device_count() == 1:  # ICL_JAX_TEST_PLATFORM=gpu on a one-GPU host.
+    pytest.skip('one accelerator: no second device to shard over')
   config = tiny_config(data_dir)
   wl = workload.build(config)
   results = []
-  for n in (1, 8):
+  for n in (1, jax.device_count()):
     config.mesh.data = n
     mesh = sharding.make_mesh(config.mesh)
     rep = sharding.replicated(mesh)
