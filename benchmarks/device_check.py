@@ -20,8 +20,7 @@ its log, and the others still run:
               against the bf16 peak for the GPICL paper's model at MNIST's 784 inputs
               (digits resized to 28x28; width 256, 4 layers, 8 heads of 32, T = 100,
               batch 128) in fp32 and bf16, and Garg et al.'s tiny and small
-              (benchmarks/train_throughput.py's configs and step). A bf16 row is skipped
-              while the config has no `model.dtype`.
+              (benchmarks/train_throughput.py's configs and step).
   sweep       a vmapped group of 16 width-64 digits runs vs. one run alone
               (benchmarks/sweep_scaling.py).
   train       the paper's model, prompt and optimizer (experiments/gpicl_mnist.py) on the
@@ -563,11 +562,7 @@ def child_throughput(args) -> None:
     if args.cpu:  # The smallest shapes: the plumbing, not the speed.
       config_lib.shrink_for_smoke(config)
       config.eval.last_positions = min(config.eval.last_positions, config.task.seq_len)
-    if dtype != 'float32':
-      if 'dtype' not in config.model:
-        emit({**row, 'skipped': 'config.model.dtype missing'})
-        continue
-      config.model.dtype = dtype
+    config.model.dtype = dtype
     t0 = time.monotonic()
     try:
       run, in_features, out_features = tt.framework_step(config)

@@ -3,8 +3,8 @@ r"""Vmapped sweep groups vs. the same runs one by one: run-steps per second.
   python benchmarks/sweep_scaling.py [--workloads digits_w16,digits_w64,garg_tiny] [--runs 1,4,16] \
       [--steps 10] [--cpu_devices 1,2]
 
-Prints one JSON line per (workload, devices, R): the steady-state run-steps/s of one
-vmapped group of R runs (the program `launch.sweep --backend vmap` trains) and of one run
+Prints one JSON line per (workload, devices, R, strategy): the steady-state run-steps/s of
+one group of R runs (the program `launch.sweep --backend vmap` trains) and of one run
 alone (what R sequential runs each do; compile time excluded from both), and their ratio.
 The digits runs differ in seed and task.num_tasks, as in a phase-diagram sweep; the
 garg_tiny runs (Garg et al.'s `tiny` linear regression) in seed and lr. `--cpu_devices`
@@ -55,10 +55,13 @@ WORKLOADS = {
 }
 
 
-def measure(workload: str, num_runs: int, steps: int) -> dict:
+def measure(workload: str, num_runs: int, steps: int, strategy: str = 'auto') -> dict:
   import jax  # pylint: disable=g-import-not-at-top
-  def run_steps_per_sec(r):
-    program = bench_common.group_program([WORKLOADS[workload](i) for i in range(r)])
+  def run_steps_per_sec(r, strategy):
+    configs = [WORKLOADS[workload](i) for i in range(r)]
+    for c in configs:
+      c.mesh.group_strategy = strategy
+    program = bench_common.group_program(configs)
     state = program.state
     for _ in range(2):  # Compile and warm up.
       state, metrics = program.step(state, *program.inputs)
@@ -69,12 +72,15 @@ def measure(workload: str, num_runs: int, steps: int) -> dict:
     jax.block_until_ready((state, metrics))
     return r * steps / (time.perf_counter() - start), dict(program.mesh.shape)
 
-  alone, _ = run_steps_per_sec(1)
-  grouped, mesh_shape = run_steps_per_sec(num_runs)
+  from icl_jax import sharding, train  # pylint: disable=g-import-not-at-top
+  alone, _ = run_steps_per_sec(1, 'vmap')  # A group of one: what a run alone trains.
+  grouped, mesh_shape = run_steps_per_sec(num_runs, strategy)
+  mesh = sharding.make_mesh(WORKLOADS[workload](0).mesh, num_runs)
   return {
       'benchmark': 'sweep_scaling', 'workload': workload, 'runs': num_runs,
+      'strategy': train.group_strategy(strategy, mesh),
       'devices': jax.device_count(), 'platform': jax.devices()[0].platform, 'mesh': mesh_shape,
-      'vmapped_run_steps_per_sec': round(grouped, 3),
+      'group_run_steps_per_sec': round(grouped, 3),
       'sequential_run_steps_per_sec': round(alone, 3),
       'speedup': round(grouped / alone, 3), 'steps': steps, 'host': platform.node(),
   }
@@ -86,18 +92,22 @@ def main():
   parser.add_argument('--runs', default='1,4,16')
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--cpu_devices', default='1,2')
+  parser.add_argument('--strategies', default='auto',
+                      help='config.mesh.group_strategy values to measure: auto, vmap, map.')
   parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
     for workload in args.workloads.split(','):
       for r in map(int, args.runs.split(',')):
-        print(json.dumps(measure(workload, r, args.steps)), flush=True)
+        for strategy in args.strategies.split(','):
+          print(json.dumps(measure(workload, r, args.steps, strategy)), flush=True)
     return
   for n in map(int, args.cpu_devices.split(',')):
     env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}',
                PYTHONPATH=REPO)
     subprocess.run([sys.executable, __file__, '--child', f'--workloads={args.workloads}',
-                    f'--runs={args.runs}', f'--steps={args.steps}'], env=env, check=True)
+                    f'--runs={args.runs}', f'--steps={args.steps}',
+                    f'--strategies={args.strategies}'], env=env, check=True)
 
 
 if __name__ == '__main__':

@@ -14,7 +14,8 @@ import platform
 import sys
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
-KEYS = ('benchmark', 'config', 'method', 'workload', 'runs', 'devices')
+KEYS = ('benchmark', 'config', 'method', 'workload', 'runs', 'devices', 'dtype', 'strategy',
+        'model')
 
 
 def latest(path: str) -> list[dict]:
@@ -55,9 +56,10 @@ def render(records: list[dict]) -> str:
                f'{peak["flops_per_sec"] / 1e9:.0f} GFLOP/s.')
   if by('train_throughput'):
     out.append('\n' + table(
-        ['config', 'path', 'model', 'batch x tokens', 'steps/s', 'examples/s', 'tokens/s',
+        ['config', 'dtype', 'model', 'batch x tokens', 'steps/s', 'examples/s', 'tokens/s',
          'GFLOP/s', 'MFU', 'CPU s/step'],
-        [[r['config'], r['path'], r['model'], f'{r["batch_size"]} x {r["seq_tokens"]}',
+        [[r['config'], r.get('dtype', 'float32'), r['model'],
+          f'{r["batch_size"]} x {r["seq_tokens"]}',
           f'{fmt(r["steps_per_sec"])} [{fmt(r["steps_per_sec_min"])}-'
           f'{fmt(r["steps_per_sec_max"])}]', r['examples_per_sec'], r['tokens_per_sec'],
           r['flops_per_sec'] / 1e9, f'{100 * r["mfu"]:.0f}%', r.get('cpu_s_per_step', '')]
@@ -86,9 +88,10 @@ def render(records: list[dict]) -> str:
           r['episodes_per_sec_max']] for r in by('eval_throughput')]))
   if by('sweep_scaling'):
     out.append('\n' + table(
-        ['workload', 'devices', 'runs R', 'vmapped run-steps/s', 'sequential run-steps/s',
-         'speedup'],
-        [[r['workload'], r['devices'], r['runs'], r['vmapped_run_steps_per_sec'],
+        ['workload', 'devices', 'runs R', 'strategy', 'group run-steps/s',
+         'sequential run-steps/s', 'speedup'],
+        [[r['workload'], r['devices'], r['runs'], r.get('strategy', 'vmap'),
+          r.get('group_run_steps_per_sec', r.get('vmapped_run_steps_per_sec')),
           r['sequential_run_steps_per_sec'], f'{r["speedup"]:.2f}x']
          for r in by('sweep_scaling')]))
   return '\n'.join(out)

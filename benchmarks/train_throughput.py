@@ -99,16 +99,16 @@ def framework_step(config: ml_collections.ConfigDict):
   return run, program.spec.num_features + program.spec.num_classes, program.spec.num_classes
 
 
-def measure(name: str, args, peak: float) -> dict:
+def measure(name: str, args, peak: float, dtype: str = 'float32') -> dict:
   path = 'framework'
   if name in GARG:
     config = garg_config(name)
-    run, in_features, out_features = framework_step(config)
   elif name == 'gpicl_paper':
     config = gpicl_paper_config()
-    run, in_features, out_features = framework_step(config)
   else:
     raise SystemExit(f'Unknown config {name!r}.')
+  config.model.dtype = dtype
+  run, in_features, out_features = framework_step(config)
   rate = common.windows(run, 1, args.steps, args.windows, args.budget)
   flops = model_flops(config, in_features, out_features)
   m = config.model
@@ -118,7 +118,7 @@ def measure(name: str, args, peak: float) -> dict:
       'model': f'{m.width}w {m.depth}L {m.num_heads}h x {m.qkv_size}, mlp {m.mlp_ratio}x',
       'batch_size': config.train.batch_size,
       'seq_tokens': tasks.num_tokens(config.task.prompt, config.task.seq_len),
-      'in_features': in_features, 'dtype': 'float32',
+      'in_features': in_features, 'dtype': dtype,
       'steps_per_sec': rate['median'], 'steps_per_sec_min': rate['min'],
       'steps_per_sec_max': rate['max'], 'windows': rate['windows'],
       'steps_per_window': rate['calls_per_window'],
@@ -141,11 +141,14 @@ def main():
   parser.add_argument('--budget', type=float, default=None,
                       help='Seconds of timed steps per config (shrinks --steps to fit).')
   parser.add_argument('--peak_n', type=int, default=2048)
+  parser.add_argument('--dtypes', default='float32',
+                      help='Compute dtypes (config.model.dtype) to measure each config in.')
   args = parser.parse_args()
   # A busy shared machine lowers any one measurement of the peak: take the best of two,
   # one before and one after the configs, as the machine's capability.
   peak = common.matmul_peak(args.peak_n, common.peak_dtype())
-  records = [measure(name, args, peak['flops_per_sec']) for name in args.configs.split(',')]
+  records = [measure(name, args, peak['flops_per_sec'], dtype)
+             for name in args.configs.split(',') for dtype in args.dtypes.split(',')]
   later = common.matmul_peak(args.peak_n, common.peak_dtype())
   if later['flops_per_sec'] > peak['flops_per_sec']:
     peak = later

@@ -22,14 +22,13 @@ if TEST_PLATFORM == 'cpu':
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                              f' --xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}'
                             ).strip()
+  # The CPU even on a host with a GPU plugin installed: the sharding tests need the 8
+  # simulated devices above. Subprocesses inherit it.
+  os.environ['JAX_PLATFORMS'] = 'cpu'
 elif os.environ.get('JAX_PLATFORMS', '').strip() == 'cpu':
   # A CPU forcing inherited from the caller would defeat the opt-out: leave it to JAX.
   del os.environ['JAX_PLATFORMS']
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-# The CPU, even on a host with a GPU plugin installed: the suite's sharding tests need the 8
-# simulated devices above. ICL_JAX_TEST_PLATFORM=gpu (benchmarks/device_check.py) runs the
-# chosen test files on the accelerator instead; subprocesses inherit the choice.
-os.environ['JAX_PLATFORMS'] = os.environ.get('ICL_JAX_TEST_PLATFORM', 'cpu')
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
