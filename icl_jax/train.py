@@ -23,6 +23,7 @@ from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import config as config_lib
 from icl_jax import evaluator as evaluator_lib
 from icl_jax import fields as fields_lib
+from icl_jax import lease as lease_lib
 from icl_jax import metrics as metrics_lib
 from icl_jax import packing
 from icl_jax import sharding
@@ -195,11 +196,12 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
                       f'them in separate groups.')
   if len(set(map(os.path.abspath, workdirs))) < num_runs:
     raise UserError(f'Two runs of a group share a workdir: {list(workdirs)}. Give each its own.')
+  for workdir in workdirs:
+    lease_lib.check_free(workdir)  # Before anything is created or read there.
   ckpts = [check_run(c, w) for c, w in zip(configs, workdirs)]
 
   # --- Mesh: whole runs per device over `run`, each run's batch over `data`. ---
   mesh = sharding.make_mesh(config.mesh, num_runs)
-  replicated, run_sharded = sharding.replicated(mesh), sharding.run_sharded(mesh)
   num_slots = config_lib.padded_runs(num_runs, mesh.shape[sharding.RUN])
 
   # --- Input and model: datasets (or shapes), the Spec and the abstract state. ---
@@ -214,6 +216,23 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     return [result for i in range(0, num_runs, size)
             for result in train_group(configs[i:i + size], workdirs[i:i + size],
                                       device_memory_bytes)]
+  # --- Leases: one trainer per workdir (process 0 holds them for all processes). ---
+  leases = take_leases(workdirs, ckpts) if jax.process_index() == 0 else []
+
+  try:
+    return _train(configs, workdirs, ckpts, wl, mesh, num_slots, leases)
+  finally:
+    for lease in leases:
+      lease.release()
+
+
+def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
+           ckpts: Sequence[checkpoint_lib.Checkpointer], wl: workload_lib.Workload,
+           mesh: jax.sharding.Mesh, num_slots: int,
+           leases: Sequence[lease_lib.Lease]) -> list[status_lib.RunResult]:
+  """train_group's loop, once the group is checked, laid out and leased."""
+  config, num_runs = configs[0], len(configs)
+  replicated, run_sharded = sharding.replicated(mesh), sharding.run_sharded(mesh)
   x_NxD, y_N = wl.training_inputs(mesh)
   run_values = [steps.run_values(c) for c in configs]
   runs = sharding.put(steps.stack_runs(pad(run_values, num_slots)), run_sharded)
@@ -306,6 +325,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
         evaluate_runs(step)
       if is_due(step, config.train.checkpoint_every_steps, total):
         drain()  # Never save a state whose step went non-finite.
+        for lease in leases:
+          lease.check()  # Never write over a trainer that took the workdir over.
         for r in range(num_runs):
           if r not in errors:
             ckpts[r].save(step, take(state, r), configs[r])
@@ -330,6 +351,22 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     write_status(result, num_params=wl.num_params(), num_classes=wl.num_classes,
                  state_size=wl.state_size(), seconds=seconds)
   return results
+
+
+def take_leases(workdirs: Sequence[str],
+                ckpts: Sequence[checkpoint_lib.Checkpointer]) -> list[lease_lib.Lease]:
+  """The lease of every workdir of a group, or none of them (LeaseHeld names the holder)."""
+  leases = []
+  try:
+    for workdir in workdirs:
+      leases.append(lease_lib.Lease.acquire(workdir))
+  except BaseException:
+    for lease in leases:
+      lease.release()
+    for ckpt in ckpts:
+      ckpt.close()
+    raise
+  return leases
 
 
 def pad(items: Sequence[Any], num_slots: int) -> list[Any]:

@@ -48,6 +48,7 @@ from absl import flags
 from absl import logging
 
 from icl_jax import files
+from icl_jax import lease as lease_lib
 from icl_jax import main as main_lib
 from icl_jax import status as status_lib
 from icl_jax import sweep as sweep_lib
@@ -99,6 +100,10 @@ def run_group(root: str, launch_id: str, index: int) -> int:
   points = sweep_lib.read_group(root, launch_id, index)
   usable = []
   for p in points:
+    holder = lease_lib.live_holder(p.workdir)
+    if holder is not None:
+      print(f'skipping {p.name}: being trained by {lease_lib.describe(holder)}', file=sys.stderr)
+      continue
     try:
       train.check_run(p.config, p.workdir).close()
       usable.append(p)
@@ -112,6 +117,9 @@ def run_group(root: str, launch_id: str, index: int) -> int:
   try:
     results = train.train_group([p.config for p in usable], [p.workdir for p in usable],
                                 device_memory_bytes=memory)
+  except lease_lib.LeaseHeld as e:  # Another trainer has a point: its status is its own.
+    print(f'error: {e}', file=sys.stderr)
+    return 0
   except UserError as e:  # Shared by the whole group (e.g. the dataset is not prepared).
     for p in usable:
       train.write_status(status_lib.RunResult(p.workdir, sweep_lib.latest_step(p.workdir), {},
@@ -302,7 +310,14 @@ def launch(argv: list[str]) -> int:
 
   points = sweep_lib.expand(config_arg, root, main_lib.CONFIG.value)
   status = {p.workdir: sweep_lib.point_status(p) for p in points}
-  todo = [p for p in points if status[p.workdir] != status_lib.DONE]
+  # Points another live process is training (an earlier launch's workers, a requeued job)
+  # are left to it: training them here too would run them twice.
+  busy = {p.workdir: h for p in points if (h := lease_lib.live_holder(p.workdir))}
+  for p in points:
+    if p.workdir in busy:
+      print(f'skipping {p.name}: being trained by {lease_lib.describe(busy[p.workdir])}',
+            file=sys.stderr)
+  todo = [p for p in points if status[p.workdir] != status_lib.DONE and p.workdir not in busy]
   grouped = _BACKEND.value != 'local'
   groups = sweep_lib.make_groups(todo, _MAX_GROUP.value if grouped else None)
   counts = {s: list(status.values()).count(s) for s in status_lib.STATES}

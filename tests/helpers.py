@@ -89,3 +89,17 @@ def restored_logits(workdir, num_devices):
   run = sharding.put(steps.run_values(config), sharding.replicated(mesh))
   episode = evaluator.Evaluator(wl, mesh, sets, 16).episodes(sets[1], run)[0]
   return np.asarray(jax.jit(wl.spec.logits)(state['params'], episode))
+
+
+def contend_for_lease(workdir, barrier, results):
+  """A process that tries to take a workdir's lease at the same moment as others (here, so
+  that spawned processes import nothing heavier)."""
+  import time  # pylint: disable=g-import-not-at-top
+  from icl_jax import lease as lease_lib  # pylint: disable=g-import-not-at-top
+  barrier.wait()
+  try:
+    lease_lib.Lease.acquire(workdir)
+    results.put('won')
+    time.sleep(1)  # Hold it while the others try.
+  except lease_lib.LeaseHeld:
+    results.put('refused')

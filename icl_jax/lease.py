@@ -1,0 +1,203 @@
+"""Workdir leases: at most one trainer per workdir at a time; no JAX.
+
+A trainer holds `<workdir>/lease.json` ({host, pid, pid_start, started, heartbeat}) while
+it trains (process 0 of a multi-host run holds it for all). A second trainer, a requeued
+job whose predecessor still runs, or a relaunched sweep finds it and refuses (LeaseHeld,
+one line naming the holder) instead of interleaving metrics and racing orbax's checkpoint
+rotation. A lease is stale, and is taken over with a warning, when its holder is gone: a
+process on this host that no longer exists (kill -9, a crash, a lost node's restart), or
+a heartbeat older than STALE_AFTER_S from any host (a shared disk, another node).
+
+Taking a lease is atomic on POSIX and NFS: the content is written to a temporary file,
+then hard-linked to `lease.json`, which fails if the name exists. The holder refreshes the
+heartbeat every HEARTBEAT_S from a background thread and checks before every checkpoint
+that the lease is still its own (`Lease.check`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from icl_jax import files
+from icl_jax.errors import UserError
+
+LEASE_FILE = 'lease.json'
+HEARTBEAT_S = 30.0
+# A holder on another host is presumed gone after this long without a heartbeat: many
+# heartbeats, so a slow shared disk or a long checkpoint never makes a live lease stale.
+STALE_AFTER_S = 300.0
+
+
+class LeaseHeld(UserError):
+  """Another live trainer holds the workdir."""
+
+
+def _pid_start(pid: int) -> int | None:
+  """When process `pid` started (clock ticks since boot), so a reused pid is not taken for
+  the lease's holder; None where /proc does not say."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      # The command name (field 2) may hold spaces: fields after its ')' are fixed.
+      return int(f.read().rsplit(')', 1)[1].split()[19])
+  except (OSError, IndexError, ValueError):
+    return None
+
+
+def _me() -> dict[str, Any]:
+  now = time.time()
+  return {'host': socket.gethostname(), 'pid': os.getpid(), 'pid_start': _pid_start(os.getpid()),
+          'started': now, 'heartbeat': now}
+
+
+def read(workdir: str) -> dict[str, Any] | None:
+  holder = files.read_json(os.path.join(workdir, LEASE_FILE))
+  return holder if isinstance(holder, dict) else None
+
+
+def _is_mine(holder: dict[str, Any]) -> bool:
+  return holder.get('host') == socket.gethostname() and holder.get('pid') == os.getpid()
+
+
+def stale_reason(holder: dict[str, Any] | None, now: float | None = None) -> str | None:
+  """Why the lease's holder is gone, or None while it may still train."""
+  if holder is None:
+    return 'the lease file is unreadable'
+  now = time.time() if now is None else now
+  pid, host = holder.get('pid'), holder.get('host')
+  if host == socket.gethostname() and isinstance(pid, int):
+    try:
+      os.kill(pid, 0)
+    except ProcessLookupError:
+      return f'its process {pid} no longer exists'
+    except PermissionError:
+      pass  # Another user's live process.
+    start = holder.get('pid_start')
+    if start is not None and _pid_start(pid) not in (None, start):
+      return f'process {pid} is another program now (the holder exited)'
+    return None
+  heartbeat = holder.get('heartbeat')
+  if not isinstance(heartbeat, (int, float)):
+    return 'it has no heartbeat'
+  if now - heartbeat > STALE_AFTER_S:
+    return f'its last heartbeat was {now - heartbeat:.0f} s ago (stale after {STALE_AFTER_S:.0f} s)'
+  return None
+
+
+def describe(holder: dict[str, Any], now: float | None = None) -> str:
+  now = time.time() if now is None else now
+  started = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('started', 0)))
+  beat = holder.get('heartbeat')
+  ago = f', heartbeat {now - beat:.0f} s ago' if isinstance(beat, (int, float)) else ''
+  return f'host {holder.get("host")}, pid {holder.get("pid")}, since {started}{ago}'
+
+
+def live_holder(workdir: str) -> dict[str, Any] | None:
+  """The holder of the workdir's lease if it is live and not this process, else None."""
+  if not os.path.exists(os.path.join(workdir, LEASE_FILE)):
+    return None
+  holder = read(workdir)
+  if holder is None or _is_mine(holder) or stale_reason(holder) is not None:
+    return None
+  return holder
+
+
+def held(workdir: str, holder: dict[str, Any]) -> LeaseHeld:
+  """The error for a workdir that a live trainer holds."""
+  return LeaseHeld(
+      f'Workdir {workdir} is being trained by another process ({describe(holder)}). Wait '
+      f'for it to finish or stop it (its checkpoint is kept), or pass another --workdir. A '
+      f'lease whose holder died is taken over by itself.')
+
+
+def check_free(workdir: str) -> None:
+  """LeaseHeld if a live trainer holds the workdir: a cheap look before touching anything
+  (`Lease.acquire` is the atomic take)."""
+  holder = live_holder(workdir)
+  if holder is not None:
+    raise held(workdir, holder)
+
+
+class Lease:
+  """This process's lease on a workdir; `acquire` takes it, `release` gives it back."""
+
+  def __init__(self, workdir: str, record: dict[str, Any]):
+    self.workdir, self.path, self._record = workdir, os.path.join(workdir, LEASE_FILE), record
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._beat, name=f'lease:{workdir}', daemon=True)
+    self._thread.start()
+
+  @classmethod
+  def acquire(cls, workdir: str) -> Lease:
+    """Takes the lease, over a stale one (with a warning); LeaseHeld if a live trainer has
+    it. The workdir must exist."""
+    path = os.path.join(workdir, LEASE_FILE)
+    for _ in range(3):  # A race with another taker is lost at most once or twice.
+      record = _me()
+      tmp = f'{path}.new.{record["host"]}.{record["pid"]}'
+      files.write_json(tmp, record)
+      try:
+        os.link(tmp, path)
+        return cls(workdir, record)
+      except FileExistsError:
+        pass
+      finally:
+        os.remove(tmp)
+      holder = read(workdir)
+      if holder is not None and _is_mine(holder):
+        raise RuntimeError(f'This process already holds the lease of {workdir}.')
+      reason = stale_reason(holder)
+      if reason is None:
+        raise held(workdir, holder)
+      logging.warning('Taking over the lease of %s: %s (was: %s).', workdir, reason,
+                      describe(holder) if holder else 'unreadable')
+      _remove_if(path, holder)
+    raise LeaseHeld(f'Workdir {workdir}: another process took its lease at the same time; '
+                    f'only one trainer may use a workdir.')
+
+  def _beat(self) -> None:
+    while not self._stop.wait(HEARTBEAT_S):
+      holder = read(self.workdir)
+      if holder is None or not _is_mine(holder):
+        return  # Lost: `check` reports it at the next checkpoint.
+      self._record['heartbeat'] = time.time()
+      try:
+        files.write_json(self.path, self._record)
+      except OSError:
+        pass  # A full or flaky disk: the next beat tries again.
+
+  def check(self) -> None:
+    """Raises LeaseHeld if another process took this workdir over (it judged this one gone,
+    e.g. after a long freeze): writing on would interleave two trainers."""
+    holder = read(self.workdir)
+    if holder is None or not _is_mine(holder):
+      raise LeaseHeld(f'Lost the lease of workdir {self.workdir} to '
+                      f'{describe(holder) if holder else "nobody (the file is gone)"}; '
+                      f'stopping without writing more. Rerun when that trainer is done.')
+
+  def release(self) -> None:
+    self._stop.set()
+    self._thread.join(timeout=5)
+    holder = read(self.workdir)
+    if holder is not None and _is_mine(holder):
+      _remove_if(self.path, holder)
+
+
+def _remove_if(path: str, holder: dict[str, Any] | None) -> None:
+  """Removes the lease file if it still holds `holder` (another taker may have replaced it
+  since it was read)."""
+  try:
+    with open(path) as f:
+      current = json.load(f)
+  except (OSError, json.JSONDecodeError):
+    current = None
+  if current == holder:
+    try:
+      os.remove(path)
+    except FileNotFoundError:
+      pass
