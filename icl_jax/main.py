@@ -20,6 +20,7 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
+from icl_jax import status as status_lib
 from icl_jax.errors import UserError
 
 CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file[:args].',
@@ -165,6 +166,9 @@ def main(argv):
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except train.Preempted as e:
+    print(f'preempted: {e}', file=sys.stderr)
+    sys.exit(status_lib.EXIT_PREEMPTED)
 
 
 if __name__ == '__main__':

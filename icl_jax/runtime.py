@@ -71,9 +71,11 @@ def configure_allocator() -> bool:
 
 
 def default_compilation_cache() -> str:
-  """$ICL_JAX_COMPILATION_CACHE, else $XDG_CACHE_HOME/icl_jax/jax (~/.cache/icl_jax/jax)."""
-  if 'ICL_JAX_COMPILATION_CACHE' in os.environ:
-    return os.environ['ICL_JAX_COMPILATION_CACHE']
+  """$ICL_JAX_COMPILATION_CACHE, else JAX's own $JAX_COMPILATION_CACHE_DIR, else
+  $XDG_CACHE_HOME/icl_jax/jax (~/.cache/icl_jax/jax)."""
+  for name in ('ICL_JAX_COMPILATION_CACHE', 'JAX_COMPILATION_CACHE_DIR'):
+    if name in os.environ:
+      return os.environ[name]
   base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
   return os.path.join(base, 'icl_jax', 'jax')
 
@@ -93,8 +95,9 @@ def enable_compilation_cache(path: str) -> str | None:
     return None
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_compilation_cache_dir', path)
-  # Programs that compile in under a second are not worth a disk entry.
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+  if 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in os.environ:
+    # Programs that compile in under a second are not worth a disk entry.
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
   return path
 
 

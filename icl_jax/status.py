@@ -23,6 +23,12 @@ CHECKPOINT_DIR = 'checkpoints'  # Orbax names complete steps `<step>`, partial o
 
 DONE, FAILED, RUNNING, PENDING = 'done', 'failed', 'running', 'pending'
 STATES = (DONE, FAILED, RUNNING, PENDING)
+# The word a run stopped by a signal writes (it saved the step it reached): resumable, so
+# its state is RUNNING.
+PREEMPTED = 'preempted'
+# The exit code of a training command stopped by SIGTERM/SIGUSR1 after saving (sysexits'
+# EX_TEMPFAIL: try again later); a requeue or a rerun of the same command resumes it.
+EXIT_PREEMPTED = 75
 
 
 @dataclasses.dataclass
@@ -31,13 +37,15 @@ class RunResult:
   step: int
   summary: dict[str, float]
   error: str | None = None  # Why the run stopped early (divergence, a bad workdir), else None.
+  preempted: bool = False  # Stopped by a signal after saving `step`.
 
 
 def write(result: RunResult, **extra: Any) -> None:
-  """`<workdir>/status.json`: done or failed, with the final summary. Multi-process
-  callers write from process 0 only."""
+  """`<workdir>/status.json`: done, failed or preempted, with the final summary.
+  Multi-process callers write from process 0 only."""
+  word = FAILED if result.error else PREEMPTED if result.preempted else DONE
   files.write_json(os.path.join(result.workdir, STATUS_FILE), {
-      'status': FAILED if result.error else DONE, 'step': result.step,
+      'status': word, 'step': result.step,
       'summary': result.summary, 'error': result.error, **extra})
 
 

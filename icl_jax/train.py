@@ -8,6 +8,8 @@ from __future__ import annotations
 import functools
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any, Sequence
 
@@ -165,7 +167,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   [result] = train_group([config], [workdir])
   if result.error:
     raise UserError(result.error)
+  if result.preempted:
+    raise Preempted(f'stopped by a signal after saving step {result.step} in {workdir}; '
+                    f'rerun the same command to resume.')
   return result.summary
+
+
+class Preempted(Exception):
+  """Training stopped on SIGTERM/SIGUSR1 after saving the step it reached (StopSignals)."""
 
 
 def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
@@ -311,25 +320,35 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
       if is_main and num_runs == 1:
         tqdm.tqdm.write(evaluator_lib.format_summary(step, summaries[r], config))
 
+  def save(step):
+    drain()  # Never save a state whose step went non-finite.
+    for lease in leases:
+      lease.check()  # Never write over a trainer that took the workdir over.
+    for r in range(num_runs):
+      if r not in errors:
+        ckpts[r].save(step, take(state, r), configs[r])
+
   step = start
+  preempted = None  # The step saved when a stop signal arrived.
   try:
-    for step in range(start + 1, total + 1):
-      state, device_metrics = train_step(state, runs, x_NxD, y_N)
-      drain()
-      pending = (step, device_metrics)
-      bar.update(1)
-      if len(errors) == num_runs:
-        break  # Nothing left to train.
-      if is_due(step, config.train.eval_every_steps, total):
+    with StopSignals() as stop:
+      for step in range(start + 1, total + 1):
+        state, device_metrics = train_step(state, runs, x_NxD, y_N)
         drain()
-        evaluate_runs(step)
-      if is_due(step, config.train.checkpoint_every_steps, total):
-        drain()  # Never save a state whose step went non-finite.
-        for lease in leases:
-          lease.check()  # Never write over a trainer that took the workdir over.
-        for r in range(num_runs):
-          if r not in errors:
-            ckpts[r].save(step, take(state, r), configs[r])
+        pending = (step, device_metrics)
+        bar.update(1)
+        if len(errors) == num_runs:
+          break  # Nothing left to train.
+        if stop.requested():
+          save(step)  # At the step reached: a resume loses nothing and stays exact.
+          preempted = step
+          logging.warning('%s: saved step %d; stopping.', stop.name, step)
+          break
+        if is_due(step, config.train.eval_every_steps, total):
+          drain()
+          evaluate_runs(step)
+        if is_due(step, config.train.checkpoint_every_steps, total):
+          save(step)
     drain()
     if start >= total:  # Resumed at the end: report without retraining or re-logging.
       summaries = [evaluator.summary(take(state, r)['params'], runs_replicated[r])
@@ -344,6 +363,8 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
 
   results = [status_lib.RunResult(os.path.abspath(w), errors[r][0], {}, errors[r][1])
              if r in errors else
+             status_lib.RunResult(os.path.abspath(w), preempted, {}, preempted=True)
+             if preempted is not None else
              status_lib.RunResult(os.path.abspath(w), max(start, total), summaries[r])
              for r, w in enumerate(workdirs)]
   seconds = time.perf_counter() - began
@@ -351,6 +372,48 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
     write_status(result, num_params=wl.num_params(), num_classes=wl.num_classes,
                  state_size=wl.state_size(), seconds=seconds)
   return results
+
+
+class StopSignals:
+  """SIGTERM (what SLURM, TPU maintenance events and `kill` send), SIGUSR1 (SLURM's
+  pre-timeout signal, `sbatch --signal=USR1@120`) and a first Ctrl-C (SIGINT) ask training
+  to save at the next step boundary and stop; the run's status becomes `preempted` and the
+  command exits with status.EXIT_PREEMPTED. A second Ctrl-C interrupts at once. Outside
+  the main thread (no handlers can be set there) nothing changes.
+
+  All processes of a multi-host run must stop at the same step (orbax saves together):
+  they agree through a tiny all-gather of the flag at every step.
+  """
+  SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+  def __init__(self):
+    self.name: str | None = None
+    self._previous: dict[int, Any] = {}
+
+  def __enter__(self) -> StopSignals:
+    if threading.current_thread() is threading.main_thread():
+      for sig in self.SIGNALS:
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+  def _handle(self, signum, frame) -> None:
+    del frame
+    if signum == signal.SIGINT and self.name == 'SIGINT':
+      raise KeyboardInterrupt  # Asked twice: the user wants out now.
+    self.name = signal.Signals(signum).name
+
+  def requested(self) -> bool:
+    if jax.process_count() == 1:
+      return self.name is not None
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    agreed = multihost_utils.process_allgather(np.int32(self.name is not None)).max() > 0
+    if agreed and self.name is None:
+      self.name = 'a stop signal to another process'
+    return bool(agreed)
 
 
 def take_leases(workdirs: Sequence[str],

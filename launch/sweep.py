@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -93,9 +94,10 @@ _PROJECT = flags.DEFINE_string('project', None, 'tpu_vm: GCP project (default: g
 def run_group(root: str, launch_id: str, index: int) -> int:
   """Trains group `index` of a launch; returns an exit code.
 
-  Every point ends with a status.json (done or failed): a point whose workdir is unusable
-  fails alone, before the others train; a run that diverges fails without stopping them.
-  Exit code 0 means every status is written, whatever it says.
+  Every point ends with a status.json (done, failed or preempted): a point whose workdir
+  is unusable fails alone, before the others train; a run that diverges fails without
+  stopping them. Exit code 0 means every status is written, whatever it says;
+  status.EXIT_PREEMPTED that a stop signal made the group save and stop.
   """
   points = sweep_lib.read_group(root, launch_id, index)
   usable = []
@@ -129,6 +131,10 @@ def run_group(root: str, launch_id: str, index: int) -> int:
   for r in results:
     if r.error:
       print(f'error: {r.workdir}: {r.error}', file=sys.stderr)
+  if any(r.preempted for r in results):
+    print(f'preempted: group {index} saved step {results[0].step} of its runs; relaunch to '
+          f'resume.', file=sys.stderr)
+    return status_lib.EXIT_PREEMPTED
   return 0
 
 
@@ -157,24 +163,45 @@ def log_path(root: str, launch_id: str, index: int) -> str:
 
 
 def run_subprocesses(root: str, launch_id: str, groups: list[list[sweep_lib.Point]],
-                     parallel: int) -> int:
-  """Runs each group as a worker process, `parallel` at once; returns the failed count."""
+                     parallel: int) -> tuple[int, bool]:
+  """Runs each group as a worker process, `parallel` at once; returns (the failed count,
+  whether a stop signal ended the launch early).
+
+  SIGTERM, SIGHUP (an ssh hang-up) and SIGINT to the launcher are passed on to the running
+  workers as SIGTERM, which makes them save the step they reached and stop; the launcher
+  starts no new group and waits for them, so no worker outlives it.
+  """
   import tqdm  # pylint: disable=g-import-not-at-top
   os.makedirs(os.path.join(root, 'logs', launch_id), exist_ok=True)
   queue = list(enumerate(groups))
   running: dict[int, tuple[subprocess.Popen, int]] = {}  # slot -> (process, group index)
   failed = 0
+  stopping: list[str] = []
+
+  def stop(signum, frame):
+    del frame
+    if not stopping:
+      print(f'{signal.Signals(signum).name}: asking {len(running)} worker(s) to save and '
+            f'stop...', file=sys.stderr)
+    stopping.append(signal.Signals(signum).name)
+    for process, _ in running.values():
+      if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+
+  previous = {sig: signal.signal(sig, stop)
+              for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
   bar = tqdm.tqdm(total=sum(map(len, groups)), desc='points', unit='pt', dynamic_ncols=True)
   try:
-    while queue or running:
+    while (queue and not stopping) or running:
       for slot in range(parallel):
-        if slot not in running and queue:
+        if slot not in running and queue and not stopping:
           index, _ = queue.pop(0)
           with open(log_path(root, launch_id, index), 'ab') as log:
+            # The launcher's process group: a signal to the whole group (a terminal's
+            # Ctrl-C, SLURM, kill -9 of the group) reaches the workers too.
             process = subprocess.Popen(
                 worker_command(root, launch_id, index), stdout=log, stderr=subprocess.STDOUT,
-                cwd=REPO,
-                env=worker_env(slot if parallel > 1 else None))
+                cwd=REPO, env=worker_env(slot if parallel > 1 else None))
           running[slot] = (process, index)
       for slot, (process, index) in list(running.items()):
         if process.poll() is None:
@@ -184,13 +211,13 @@ def run_subprocesses(root: str, launch_id: str, groups: list[list[sweep_lib.Poin
                                log_path(root, launch_id, index))
         bar.update(len(groups[index]))
       time.sleep(0.5)
-  except KeyboardInterrupt:
-    for process, _ in running.values():
-      process.terminate()
-    raise
   finally:
+    for process, _ in running.values():  # Only after an error of the launcher itself.
+      process.kill()
     bar.close()
-  return failed
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
+  return failed, bool(stopping)
 
 
 def report_group(points: list[sweep_lib.Point], returncode: int | str, log: str) -> int:
@@ -204,7 +231,7 @@ def report_group(points: list[sweep_lib.Point], returncode: int | str, log: str)
   for p in points:
     status = status_lib.read(p.workdir)
     if status is None:
-      if returncode == 0:
+      if returncode in (0, status_lib.EXIT_PREEMPTED):
         continue
       status = {'status': status_lib.FAILED, 'step': sweep_lib.latest_step(p.workdir),
                 'summary': {}, 'error': f'the worker crashed (exit {returncode}) before finishing'}
@@ -344,7 +371,12 @@ def launch(argv: list[str]) -> int:
     if not _SLURM_LOCAL.value:
       return 0  # Submitted or printed: the points finish later, elsewhere.
   else:
-    failed = run_subprocesses(root, launch_id, groups, _PARALLEL.value)
+    failed, stopped = run_subprocesses(root, launch_id, groups, _PARALLEL.value)
+    if stopped:
+      done = sum(sweep_lib.point_status(p) == status_lib.DONE for p in points)
+      print(f'Stopped by a signal: {done}/{len(points)} points done, the running ones saved. '
+            f'Relaunch the same command to finish the sweep.', file=sys.stderr)
+      return status_lib.EXIT_PREEMPTED
   done = sum(sweep_lib.point_status(p) == status_lib.DONE for p in points)
   print(f'{done}/{len(points)} points done, {failed} failed. Figures: '
         f'python -m icl_jax.report --root {root}', file=sys.stderr)

@@ -38,6 +38,9 @@ jax.config.update('jax_numpy_rank_promotion', 'raise')
 # cache (new for every session) lets identical programs compile once. Subprocess tests
 # set their own.
 _CACHE_DIR = tempfile.mkdtemp(prefix='icl_jax_test_jax_cache_')
+# Entry points run as subprocesses use it too (runtime.default_compilation_cache), rather
+# than the user's ~/.cache.
+os.environ.setdefault('ICL_JAX_COMPILATION_CACHE', _CACHE_DIR)
 jax.config.update('jax_compilation_cache_dir', _CACHE_DIR)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)

@@ -9,13 +9,16 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
+import time
 
 import pytest
 
 from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import metrics as metrics_lib
 from icl_jax import sharding
+from icl_jax import status as status_lib
 from icl_jax import train
 from icl_jax import workload
 from icl_jax.errors import UserError
@@ -68,6 +71,40 @@ def test_kills_at_random_moments_lose_nothing(straight_run):
   step, params = fault_check.final_params(workdir)
   assert step == LAST
   assert fault_check.params_equal(straight_params, params), report
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGUSR1])
+def test_stop_signal_saves_the_step_reached_and_the_resume_is_exact(straight_run, signum):
+  """SIGTERM (SLURM, TPU maintenance, ssh hang-up) or SLURM's pre-timeout SIGUSR1: the run
+  saves the step it reached, says so in one line, exits 75 and resumes bit for bit."""
+  ws, _, straight_params = straight_run
+  workdir = os.path.join(ws.root, f'stopped_{signum.name}')
+  log_path = ws.log_path(os.path.basename(workdir))
+  proc, _, _ = fault_check.start(ws, workdir, log_path)
+  deadline = time.monotonic() + 300
+  while not fault_check.complete_steps(workdir):  # Training is under way.
+    assert proc.poll() is None, fault_check.tail(log_path)
+    assert time.monotonic() < deadline
+    time.sleep(0.01)
+  proc.send_signal(signum)
+  assert proc.wait(timeout=120) == status_lib.EXIT_PREEMPTED, fault_check.tail(log_path)
+  log = fault_check.tail(log_path, 100_000)
+  assert 'Traceback' not in log
+  status = status_lib.read(workdir)
+  assert status['status'] == 'preempted' and status['step'] < LAST
+  # Saved at the step reached, not only at the last periodic checkpoint.
+  assert max(fault_check.complete_steps(workdir)) == status['step']
+  assert (f'preempted: stopped by a signal after saving step {status["step"]} in '
+          f'{workdir}; rerun the same command to resume.') in log
+  assert status_lib.run_state(workdir, LAST) == status_lib.RUNNING
+  assert not os.path.exists(os.path.join(workdir, 'lease.json'))  # Released.
+
+  proc, _, _ = fault_check.start(ws, workdir, log_path)
+  assert proc.wait(timeout=300) == 0, fault_check.tail(log_path)
+  assert fault_check.resumed_step(log_path) == status['step']
+  step, params = fault_check.final_params(workdir)
+  assert step == LAST and fault_check.params_equal(straight_params, params)
+  assert status_lib.read(workdir)['status'] == 'done'
 
 
 # ---------------------------------------------------------------------------------------
