@@ -226,6 +226,57 @@ def test_killed_sweep_relaunches_without_redoing_finished_points(data_dir, tmp_p
   assert os.path.exists(os.path.join(root, 'phase_diagram.png'))
 
 
+def _session_processes(session_id):
+  """Pids of the live processes of a session (the launcher's and its workers')."""
+  pids = []
+  for name in os.listdir('/proc'):
+    if name.isdigit():
+      try:
+        if os.getsid(int(name)) == session_id:
+          with open(f'/proc/{name}/stat') as f:
+            if f.read().rsplit(')', 1)[1].split()[0] != 'Z':  # Not a zombie.
+              pids.append(int(name))
+      except (OSError, IndexError):
+        pass
+  return pids
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_stops_its_workers_and_a_relaunch_finishes(data_dir, tmp_path):
+  """`kill <launcher>` (what an ssh hang-up or a scheduler does to the launcher alone): the
+  workers save and stop, none outlives the launcher, and the relaunch trains every point to
+  the end exactly once."""
+  root, env = str(tmp_path / 'sweep'), _env(tmp_path)
+  long = f'{EXPERIMENT}:steps=400'
+  points = sweep.expand(long, root)
+  command = [sys.executable, '-m', 'launch.sweep', f'--config={long}', f'--root={root}',
+             f'--config.data.data_dir={data_dir}']
+  launcher = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+  deadline = time.time() + 240
+  while not any(status_lib.latest_checkpoint_step(p.workdir) > 0 for p in points):
+    assert launcher.poll() is None, launcher.stdout.read().decode()[-3000:]
+    assert time.time() < deadline, 'no worker started training in time'
+    time.sleep(0.05)
+  launcher.send_signal(signal.SIGTERM)
+  out = launcher.communicate(timeout=240)[0].decode()
+  assert launcher.returncode == status_lib.EXIT_PREEMPTED, out[-3000:]
+  assert 'SIGTERM: asking 1 worker(s) to save and stop' in out and 'Traceback' not in out
+  assert _session_processes(launcher.pid) == []  # No orphan keeps training.
+  stopped = [p for p in points if (status_lib.read(p.workdir) or {}).get('status') == 'preempted']
+  assert stopped, [status_lib.read(p.workdir) for p in points]
+  for p in stopped:
+    assert status_lib.latest_checkpoint_step(p.workdir) == status_lib.read(p.workdir)['step']
+
+  again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=600)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert all(sweep.point_status(p) == 'done' for p in points)
+  for p in points:  # Each step logged once: nothing was trained twice.
+    logged = [r['step'] for r in metrics_lib.read(p.workdir) if 'train/loss' in r]
+    assert logged == sorted(set(logged)) and logged[-1] == 400, (p.name, logged)
+
+
 def _fingerprint(workdir):
   """What retraining would change: the metrics log and the checkpoint steps."""
   with open(os.path.join(workdir, metrics_lib.METRICS_FILE)) as f:
