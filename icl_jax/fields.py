@@ -11,6 +11,8 @@ No JAX here: light tools (the launcher's dry run, the report) read these too.
                     what it reports, not what it learns from step to step;
   workdir fields    every field that is not resumable: a sweep point's workdir name hashes
                     them, so a change that alters the training gets a new directory.
+                    A field added after sweeps were named (ADDED_FIELDS) is hashed only
+                    away from its default, so relaunching those sweeps finds their points.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ VALUE_FIELDS = ('seed',) + tuple(HPARAM_FIELDS.values())
 RESUMABLE_FIELDS = ('train.steps', 'train.log_every_steps', 'train.eval_every_steps',
                     'train.checkpoint_every_steps', 'train.keep_checkpoints', 'eval.',
                     'mesh.', 'data.data_dir')
+
+# Fields added since workdirs were first named, with the default that reproduces the runs
+# made before them: at that value they stay out of the workdir hash (see workdir_fields).
+ADDED_FIELDS = {'task.projection': 'threefry'}
 
 
 def is_number(x: Any) -> bool:
@@ -78,8 +84,10 @@ def static_differences(a: ml_collections.ConfigDict, b: ml_collections.ConfigDic
 
 
 def workdir_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The fields a workdir stands for: every one a resumed run may not change."""
-  return {k: v for k, v in flatten(config).items() if not is_resumable(k)}
+  """The fields a workdir stands for: every one a resumed run may not change (a field of
+  ADDED_FIELDS only away from its default, so that older sweeps keep their names)."""
+  return {k: v for k, v in flatten(config).items()
+          if not is_resumable(k) and not (k in ADDED_FIELDS and ADDED_FIELDS[k] == v)}
 
 
 def _differing(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
