@@ -1,16 +1,24 @@
 r"""Episode samplers: on device (the framework's) vs. the same sampling in numpy on the host.
 
-  python benchmarks/sampler_throughput.py [--configs gpicl_digits,gpicl_paper,garg_linear] \
+  python benchmarks/sampler_throughput.py \
+      [--configs gpicl_digits,gpicl_paper,mnist_shape,mnist_shape_fast,garg_linear] \
       [--calls 20] [--windows 5] [--budget 10]
 
 One JSON line per config: episodes/s of the on-device sampler (one jit-ed call draws a
 training batch, as inside train_step), episodes/s of a vectorised numpy version of the
 same sampling on the host, their ratio, and the sampler's share of a training step (its
-time per batch over the framework step's time per step for the same config).
+time per batch over the framework step's time per step for the same config); for the GPICL
+configs also the time of the projections' draws alone (B of D x D, `draws_ms_per_batch`).
   gpicl_digits  the GPICL task family on the embedded digits: B = 64, T = 50, D = 64
                 (experiments/gpicl_digits.py); per episode a task's projection and label
                 permutation, T examples drawn, projected and relabelled.
   gpicl_paper   the same family at the paper's B = 128, T = 100.
+  mnist_shape   the paper's sampler and model at MNIST's shape: D = 784 (28x28), B = 128,
+                T = 100, on 60000 random uint8 images (nothing to download), stored as
+                training stores MNIST (uint8 pixels on device); a 784 x 784 projection per
+                episode, 79M Gaussian draws per batch.
+  mnist_shape_fast  the same with config.task.projection='threefry_fast' (the step it is a
+                share of draws its projections that way too).
   garg_linear   Garg et al.'s linear regression, B = 64, T = 41, d = 20: w, x ~ N(0, I),
                 y = w.x (when this checkout has the synthetic families).
 """
@@ -27,9 +35,12 @@ import bench_common as common  # pylint: disable=g-import-not-at-top,wrong-impor
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from icl_jax import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from icl_jax import data  # pylint: disable=g-import-not-at-top,wrong-import-position
 from icl_jax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from icl_jax import steps as steps_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from icl_jax import workload  # pylint: disable=g-import-not-at-top,wrong-import-position
+from icl_jax.tasks import projected  # pylint: disable=g-import-not-at-top,wrong-import-position
 import train_throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -37,6 +48,38 @@ def gpicl_digits_config():
   sys.path.insert(0, os.path.join(common.REPO, 'experiments'))
   import gpicl_digits  # pylint: disable=g-import-not-at-top
   return gpicl_digits.get_config()
+
+
+MNIST_SPLITS = {'train': 60_000, 'test': 10_000}
+MNIST_CONFIGS = {'mnist_shape': 'threefry', 'mnist_shape_fast': 'threefry_fast'}
+
+
+def mnist_shape_workload(projection: str):
+  """(config, workload): the paper's config (train_throughput.gpicl_paper_config) at 28x28,
+  on random uint8 images of MNIST's split sizes, preprocessed as `data.load` would."""
+  config = train_throughput.gpicl_paper_config()
+  config.data.image_shape = (28, 28)
+  config.task.projection = projection
+  config_lib.validate(config, jax.device_count(), 1)
+  rng = np.random.default_rng(0)
+  splits = tuple(
+      data.from_images(rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8),
+                       rng.integers(0, 10, n), 10, (28, 28), 'random_28x28', split)
+      for split, n in MNIST_SPLITS.items())
+  return config, workload.build(config, splits)
+
+
+def group_step(config, wl):
+  """step(i) -> metrics: the framework's group step (as train_throughput.framework_step)."""
+  program = common.group_program([config], wl)
+  holder = {'state': program.state}
+
+  def run(i):
+    del i  # The step counter lives in the state.
+    holder['state'], metrics = program.step(holder['state'], *program.inputs)
+    return metrics
+
+  return run
 
 
 def numpy_projected(rng: np.random.Generator, x_NxD: np.ndarray, y_N: np.ndarray, batch: int,
@@ -61,10 +104,15 @@ def numpy_linear(rng: np.random.Generator, batch: int, seq_len: int, dim: int):
 
 def measure(name: str, args) -> dict:
   record = common.header('sampler_throughput')
-  if name in ('gpicl_digits', 'gpicl_paper'):
-    config = gpicl_digits_config() if name == 'gpicl_digits' else (
-        train_throughput.gpicl_paper_config())
-    wl = workload.build(config)
+  step_run = None
+  if name in ('gpicl_digits', 'gpicl_paper') or name in MNIST_CONFIGS:
+    if name in MNIST_CONFIGS:
+      config, wl = mnist_shape_workload(MNIST_CONFIGS[name])
+      step_run = group_step(config, wl)
+    else:
+      config = gpicl_digits_config() if name == 'gpicl_digits' else (
+          train_throughput.gpicl_paper_config())
+      wl = workload.build(config)
     train_ds, spec = wl.train_ds, wl.spec
     mesh = sharding.make_mesh(config.mesh, 1)
     run = sharding.put(steps_lib.run_values(config), sharding.replicated(mesh))
@@ -77,6 +125,15 @@ def measure(name: str, args) -> dict:
                                    config.task.num_tasks, train_ds.num_classes)
     step_name = name
     step_config = config
+    # The projections' draws alone, as the sampler makes them: B of D x D.
+    normal, d = projected.NORMALS[config.task.projection], train_ds.num_features
+    draws = jax.jit(lambda key: jax.vmap(lambda k: normal(k, (d, d)).sum())(
+        jax.random.split(key, batch)))
+    draws_rate = common.windows(lambda i: draws(jax.random.key(i)), batch, args.calls,
+                                args.windows, args.budget)
+    record.update(projection=config.task.projection, num_features=d,
+                  draws_ms_per_batch=1e3 * batch / draws_rate['median'],
+                  draws_cpu_ms_per_batch=1e3 * batch * draws_rate['cpu_s_per_item'])
   elif name == 'garg_linear':
     try:
       from icl_jax.tasks import families  # pylint: disable=g-import-not-at-top
@@ -99,12 +156,13 @@ def measure(name: str, args) -> dict:
                           args.windows, args.budget)
   # The host version returns numpy arrays (nothing to block on): time it the same way.
   host_rate = common.windows(lambda i: host()[0], batch, args.calls, args.windows, args.budget)
-  # The step the sampler feeds, to put its cost in proportion.
-  if step_config is not None:
+  # The step the sampler feeds, to put its cost in proportion (the MNIST-shape rows built
+  # theirs on their random data above).
+  if step_run is None and step_config is not None:
     step_run, _, _ = train_throughput.framework_step(step_config)
-  elif train_throughput.has_regression_families():
+  elif step_run is None and train_throughput.has_regression_families():
     step_run, _, _ = train_throughput.framework_step(train_throughput.garg_config(step_name))
-  else:
+  elif step_run is None:
     step_run = train_throughput.direct_garg_step(step_name)[0]
   step_rate = common.windows(step_run, 1, max(1, args.calls // 4), args.windows, args.budget)
   sampler_s = batch / device['median']
@@ -112,6 +170,7 @@ def measure(name: str, args) -> dict:
       'config': name, 'batch_size': batch,
       'device_episodes_per_sec': device['median'], 'device_min': device['min'],
       'device_max': device['max'],
+      'device_cpu_ms_per_batch': 1e3 * batch * device['cpu_s_per_item'],
       'host_numpy_episodes_per_sec': host_rate['median'], 'host_min': host_rate['min'],
       'host_max': host_rate['max'],
       'device_vs_host': device['median'] / host_rate['median'],
@@ -125,7 +184,8 @@ def measure(name: str, args) -> dict:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--configs', default='gpicl_digits,gpicl_paper,garg_linear')
+  parser.add_argument('--configs', default='gpicl_digits,gpicl_paper,mnist_shape,'
+                      'mnist_shape_fast,garg_linear')
   parser.add_argument('--calls', type=int, default=20, help='Calls per timed window (at most).')
   parser.add_argument('--windows', type=int, default=5)
   parser.add_argument('--budget', type=float, default=None, help='Seconds per measurement.')

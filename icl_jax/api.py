@@ -75,7 +75,7 @@ class Trained:
     wl = self.workload
     ds = wl.eval_ds if unseen else wl.train_ds
     run = steps.run_values(self.config)
-    return _sample(wl.spec, key, run, ds.x_NxD, ds.y_N, batch_size, unseen)
+    return _sample(wl.spec, key, run, *wl.device_inputs(ds, self.mesh), batch_size, unseen)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -43,6 +43,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.task.seq_len = 50  # T: examples per episode.
   c.task.prompt = 'context_query'  # 'gpicl' ([x_t, y_{t-1}], T tokens) or 'context_query' (2T tokens).
   c.task.proj_scale = 1.0  # A_ij ~ N(0, proj_scale / Nx).
+  # How task projections are drawn: 'threefry' (jax.random.normal, as every run before this
+  # option, bit for bit) or 'threefry_fast' (the same hash unrolled, both words used: ~5x
+  # cheaper draws on a CPU; another stream, so opt in for new runs). See tasks/projected.py.
+  c.task.projection = 'threefry'
   c.task.bias_fraction = 0.0  # Share of each batch that keeps the identity label permutation.
   # Synthetic families (all but 'projected'); see icl_jax/tasks/families.py.
   c.task.dim = 20  # D: input dimension; bits for parity; number of keys for recall.
@@ -204,6 +208,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   # report) import this module for its schema alone.
   from icl_jax import models  # pylint: disable=g-import-not-at-top
   from icl_jax.tasks import families  # pylint: disable=g-import-not-at-top
+  from icl_jax.tasks import projected  # pylint: disable=g-import-not-at-top
   from icl_jax.tasks import prompts  # pylint: disable=g-import-not-at-top
 
   t, m, tr, e = config.task, config.model, config.train, config.eval
@@ -231,6 +236,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   _require(is_number(t.proj_scale) and 0 < t.proj_scale <= _F32_MAX,
            f'config.task.proj_scale must be a number in (0, {_F32_MAX:.3g}] (finite in '
            f'float32), got {t.proj_scale!r}.')
+  _require(t.projection in projected.PROJECTIONS,
+           f'config.task.projection={t.projection!r} is unknown; choose one of '
+           f'{projected.PROJECTIONS}.')
   _require(is_number(t.bias_fraction) and 0.0 <= t.bias_fraction <= 1.0,
            f'config.task.bias_fraction must be a number in [0, 1], got {t.bias_fraction!r}.')
 
@@ -261,8 +269,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
            f'config.model.attention={m.attention!r} is unknown; choose one of '
            f'{models.ATTENTION}.')
   _require(m.attention != 'cudnn' or m.dtype == 'bfloat16',
-           f'config.model.attention=\'cudnn\' needs --config.model.dtype=bfloat16 (cuDNN\'s '
-           f'fused attention takes 16-bit inputs); or use \'auto\'.')
+           'config.model.attention=\'cudnn\' needs --config.model.dtype=bfloat16 (cuDNN\'s '
+           'fused attention takes 16-bit inputs); or use \'auto\'.')
   _require(is_number(m.init_scale) and 0 < m.init_scale < _F32_MAX,
            f'config.model.init_scale must be a finite number > 0, got {m.init_scale!r}.')
   for field in ('width', 'depth', 'num_heads', 'qkv_size', 'mlp_ratio'):

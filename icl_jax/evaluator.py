@@ -45,7 +45,7 @@ MAX_CHUNK = 256
 class EvalSet:
   """Where the episodes of one column come from."""
   name: str  # 'seen', 'unseen', 'unseen:mnist', 'random'.
-  x_NxD: jax.Array
+  x_NxD: jax.Array | data.Pixels  # As Workload.device_inputs places it.
   y_N: jax.Array
   unseen: bool  # Task ids outside the training pool.
   options: Any = None  # A synthetic family's TaskOptions for this set (shifted inputs).
@@ -65,11 +65,12 @@ def make_eval_sets(wl: workload_lib.Workload, mesh: jax.sharding.Mesh,
   """The seen and unseen sets of the training dataset, then other datasets, then random.
 
   A synthetic family has no datasets: seen and unseen tasks, then its shifted-input sets.
+  The training and held-out splits are the workload's device copies (training reads the
+  same arrays).
   """
   config, train_ds, eval_ds = wl.config, wl.train_ds, wl.eval_ds
-  put = functools.partial(sharding.put_replicated, mesh=mesh)
-  sets = [EvalSet(SEEN, put(train_ds.x_NxD), put(train_ds.y_N), unseen=False),
-          EvalSet(UNSEEN, put(eval_ds.x_NxD), put(eval_ds.y_N), unseen=True)]
+  sets = [EvalSet(SEEN, *wl.device_inputs(train_ds, mesh), unseen=False),
+          EvalSet(UNSEEN, *wl.device_inputs(eval_ds, mesh), unseen=True)]
   if not wl.reads_dataset:
     extra = [d for d in other_datasets if d != config.task.family]
     if extra:
@@ -92,9 +93,10 @@ def make_eval_sets(wl: workload_lib.Workload, mesh: jax.sharding.Mesh,
           f'{train_ds.num_classes}; evaluate on datasets with at most '
           f'{train_ds.num_classes} classes.')
     ds.check_seq_len(config.task.seq_len)
-    sets.append(EvalSet(f'{UNSEEN}:{name}', put(ds.x_NxD), put(ds.y_N), unseen=True))
+    sets.append(EvalSet(f'{UNSEEN}:{name}', *wl.device_inputs(ds, mesh), unseen=True))
   if include_random:
     x_NxD, y_N = random_dataset(config.seed, train_ds.num_features, train_ds.num_classes)
+    put = functools.partial(sharding.put_replicated, mesh=mesh)
     sets.append(EvalSet(RANDOM, put(x_NxD), put(y_N), unseen=True))
   return sets
 

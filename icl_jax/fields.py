@@ -11,6 +11,8 @@ No JAX here: light tools (the launcher's dry run, the report) read these too.
                     what it reports, not what it learns from step to step;
   workdir fields    every field that is not resumable: a sweep point's workdir name hashes
                     them, so a change that alters the training gets a new directory.
+                    A field added after sweeps were named (ADDED_FIELDS) is hashed only
+                    away from its default, so relaunching those sweeps finds their points.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ RESUMABLE_FIELDS = ('train.steps', 'train.log_every_steps', 'train.eval_every_st
 ADDED_FIELDS = {
     'model.dtype': 'float32',
     'model.attention': 'auto',
+    'task.projection': 'threefry',
 }
 
 

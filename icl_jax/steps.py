@@ -83,6 +83,9 @@ class Spec:
   family: str = 'projected'  # A name in tasks.FAMILIES.
   options: tasks.TaskOptions | None = None  # The synthetic family's settings.
   curriculum: tasks.Curriculum | None = None
+  # How a projected task draws its projection (config.task.projection): part of the
+  # program, and seen and unseen tasks draw theirs alike.
+  projection: str = tasks.DEFAULT_PROJECTION
   batch_size: int = 0  # Training episodes per step (global: split over the data axis).
   schedule: Schedule | None = None
   # The model's constructor, rngs -> module: the one place a model is built, both for
@@ -102,14 +105,15 @@ class Spec:
   def sample(self, key, run: Run, x_NxD, y_N, batch_size, unseen=False, *,
              options: tasks.TaskOptions | None = None, active_dim=None) -> tasks.Episode:
     """B episodes; `options` overrides the family's (shifted-input evaluation sets) and
-    `active_dim` keeps only the first coordinates of x (the curriculum)."""
+    `active_dim` keeps only the first coordinates of x (the curriculum). `x_NxD` is a split's
+    float32 rows or its compact device form (data.Pixels, see Workload.device_inputs)."""
     hp = run.hparams
     family = tasks.FAMILIES[self.family]
     dataset = {}
     if family.reads_dataset:
       # Unseen tasks are measured unbiased: bias_fraction is a training intervention.
       dataset = dict(x_NxD=x_NxD, y_N=y_N, num_classes=self.num_classes,
-                     proj_scale=hp['proj_scale'],
+                     proj_scale=hp['proj_scale'], projection=self.projection,
                      bias_fraction=0.0 if unseen else hp['bias_fraction'])
     return family.sample(
         key, run.task_key, batch_size=batch_size, seq_len=self.seq_len,
@@ -166,8 +170,8 @@ def make_spec(config: ml_collections.ConfigDict, num_features: int, num_classes:
   return Spec(prompt=config.task.prompt, num_features=num_features, num_classes=num_classes,
               seq_len=config.task.seq_len, graphdef=graphdef, family=config.task.family,
               options=task_options(config), curriculum=tasks.Curriculum.from_config(config.task),
-              batch_size=config.train.batch_size, schedule=Schedule.from_config(config.train),
-              new_model=new_model)
+              projection=config.task.projection, batch_size=config.train.batch_size,
+              schedule=Schedule.from_config(config.train), new_model=new_model)
 
 
 def make_optimizer(schedule: Schedule, hparams: dict[str, Any]) -> optax.GradientTransformation:
@@ -199,7 +203,7 @@ def init_state(run: Run, spec: Spec) -> State:
   return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': opt_state}
 
 
-def train_step(state: State, run: Run, x_NxD: jax.Array, y_N: jax.Array, *, spec: Spec,
+def train_step(state: State, run: Run, x_NxD: Any, y_N: jax.Array, *, spec: Spec,
                batch_sharding: Any = None) -> tuple[State, dict[str, jax.Array]]:
   """One meta-training step on freshly sampled episodes; the data is a function of the step.
 

@@ -9,6 +9,7 @@ benchmarks and the scripts all assemble a run through it, so the recipe exists o
     wl = workload.build(config)
     state = jax.jit(wl.init, out_shardings=wl.state_shardings(mesh))(run)   # fresh
     step, state = wl.restore(ckpt, mesh)                                    # or resumed
+    x_NxD, y_N = wl.training_inputs(mesh)     # the training split, on the devices once
 
 Which config fields may differ within a vmapped group, which a resumed run may change and
 which name a workdir is said in `icl_jax/fields.py`, the one place for field policies.
@@ -40,6 +41,10 @@ class Workload:
   eval_ds: data.Dataset  # Unseen tasks: new tasks on held-out examples.
   spec: steps.Spec
   abstract_state: steps.State  # ShapeDtypeStructs of one run's state, without shardings.
+  # (dataset, mesh) -> its arrays on the mesh (`device_inputs`): each split is placed once
+  # and shared by training and evaluation. A cache, not part of the workload's identity.
+  _placed: dict[tuple[int, jax.sharding.Mesh], tuple[data.Dataset, Any]] = dataclasses.field(
+      default_factory=dict, init=False, repr=False, compare=False)
 
   @property
   def num_features(self) -> int:
@@ -108,11 +113,24 @@ class Workload:
     """The parameters saved at `step` only (not the optimizer state), replicated on `mesh`."""
     return ckpt.restore_params(step, self.abstract_on(mesh)['params'])
 
-  # --- Input: one array per split, replicated on every device of the mesh. ---
-  def training_inputs(self, mesh: jax.sharding.Mesh) -> tuple[jax.Array, jax.Array]:
-    """(x_NxD, y_N) of the training split, as the step reads them."""
-    return (sharding.put_replicated(self.train_ds.x_NxD, mesh),
-            sharding.put_replicated(self.train_ds.y_N, mesh))
+  # --- Input: one copy of each split per device, compact where that is exact. ---
+  def device_inputs(self, ds: data.Dataset,
+                    mesh: jax.sharding.Mesh) -> tuple[data.Pixels | jax.Array, jax.Array]:
+    """(x_NxD, y_N) of a split, replicated on `mesh`, as the samplers read them: x as
+    data.Pixels (uint8 pixels and a 256-entry table of their normalised values: a quarter of
+    float32's bytes, looked up row by row as episodes gather them) where the split holds its
+    pixels exactly, else as float32. Placed on the first call for a (split, mesh); later
+    calls, from training or evaluation, get the same arrays."""
+    key = (id(ds), mesh)
+    if key not in self._placed:  # The entry holds `ds`, so its id is never reused.
+      placed = sharding.put((ds.compact_x(), ds.y_N), sharding.replicated(mesh))
+      self._placed[key] = (ds, placed)
+    return self._placed[key][1]
+
+  def training_inputs(self, mesh: jax.sharding.Mesh) -> tuple[data.Pixels | jax.Array,
+                                                              jax.Array]:
+    """(x_NxD, y_N) of the training split, as the step reads them (see device_inputs)."""
+    return self.device_inputs(self.train_ds, mesh)
 
 
 def load_splits(config: ml_collections.ConfigDict) -> tuple[data.Dataset, data.Dataset]:
@@ -134,10 +152,15 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[data.Dataset, data.D
   return train_ds, eval_ds
 
 
-def build(config: ml_collections.ConfigDict) -> Workload:
+def build(config: ml_collections.ConfigDict,
+          splits: tuple[data.Dataset, data.Dataset] | None = None) -> Workload:
   """The workload of `config` (validated by the caller): loads or shapes its data, builds
-  the model's graph once and derives the abstract state from it, compiling nothing."""
-  train_ds, eval_ds = load_splits(config)
+  the model's graph once and derives the abstract state from it, compiling nothing.
+
+  `splits`: (training, held-out) datasets to use instead of loading config.data's (e.g.
+  random images of a dataset's shape, for benchmarks).
+  """
+  train_ds, eval_ds = load_splits(config) if splits is None else splits
   spec = steps.make_spec(config, train_ds.num_features, train_ds.num_classes)
   abstract_state = jax.eval_shape(functools.partial(steps.init_state, spec=spec),
                                   steps.run_values(config))

@@ -15,7 +15,7 @@ import pytest
 from sklearn import datasets as sk_datasets
 import tensorflow_datasets as tfds
 
-from icl_jax.data import Dataset, default_data_dir, load, loading
+from icl_jax.data import Dataset, compact, default_data_dir, from_images, load, loading
 from icl_jax.errors import UserError
 
 
@@ -200,3 +200,49 @@ def test_default_data_dir(monkeypatch):
   assert default_data_dir() == '/some/dir'
   monkeypatch.delenv('TFDS_DATA_DIR')
   assert default_data_dir() == os.path.expanduser('~/tensorflow_datasets')
+
+
+def test_native_digits_are_stored_as_uint8_pixels_exactly(data_dir, digits_train):
+  """The compact form holds x_NxD bit for bit: it is what `load` computed before the form
+  existed, numpy's (x - mean) / std over the split's float32 pixels."""
+  raw_NxD = _raw_images(data_dir, 'train').reshape(-1, 64)
+  np.testing.assert_array_equal(digits_train.pixels_NxD, raw_NxD)
+  assert digits_train.pixels_NxD.dtype == np.uint8
+  raw_f32 = raw_NxD.astype(np.float32)
+  before = ((raw_f32 - np.float32(raw_f32.mean(dtype=np.float64))) /
+            np.float32(raw_f32.std(dtype=np.float64)))
+  np.testing.assert_array_equal(digits_train.x_NxD, before)
+  pixels = digits_train.compact_x()
+  assert isinstance(pixels, compact.Pixels) and pixels.shape == (1437, 64)
+  np.testing.assert_array_equal(pixels[np.arange(1437)], before)
+
+
+def test_device_rows_equal_the_host_rows_bit_for_bit(digits_train):
+  """The sampler's gather of device Pixels gives x_NxD's float32 values exactly (a division
+  on the device would not: XLA's CPU division differs in the last bit)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  pixels = jax.device_put(digits_train.compact_x())
+  assert pixels.values_NxD.dtype == jnp.uint8
+  idx_M = jax.random.randint(jax.random.key(0), (5000,), 0, 1437)
+  rows_MxD = jax.jit(lambda p, i: p[i])(pixels, idx_M)
+  np.testing.assert_array_equal(rows_MxD, digits_train.x_NxD[np.asarray(idx_M)])
+
+
+def test_resized_and_rgb_images_stay_float32(data_dir):
+  small = load('digits', 'train', (4, 4), data_dir=data_dir)  # Resizing averages pixels.
+  assert small.pixels_NxD is None and small.compact_x() is small.x_NxD
+  rgb = from_images(np.random.default_rng(0).integers(0, 256, (6, 4, 4, 3), dtype=np.uint8),
+                    np.arange(6) % 2, 2, (4, 4), 'rgb', 'train')
+  assert rgb.pixels_NxD is None and rgb.x_NxD.dtype == np.float32
+
+
+def test_cache_holds_the_compact_form(data_dir, digits_train):
+  del digits_train  # Only needed to have the cache written.
+  cache_dir = os.path.join(data_dir, loading.CACHE_DIRNAME, 'digits', '1.0.0')
+  [name] = [f for f in os.listdir(cache_dir) if f.startswith('train-8x8')]
+  version = loading._PREPROCESSING_VERSION  # pylint: disable=protected-access
+  assert name.endswith(f'-p{version}.npz')
+  with np.load(os.path.join(cache_dir, name)) as cache:
+    assert sorted(cache.files) == ['mean', 'pixels_NxD', 'std', 'y_N']
+    assert cache['pixels_NxD'].dtype == np.uint8

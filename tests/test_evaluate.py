@@ -7,13 +7,22 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from icl_jax import diagnose
 from icl_jax import evaluate
+from icl_jax import evaluator
+from icl_jax import rng
+from icl_jax import sharding
+from icl_jax import steps
+from icl_jax import tasks
+from icl_jax import workload
 from helpers import prepare_image_dataset
 from helpers import restored_logits
+from helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,3 +115,23 @@ def test_other_dataset_is_resized_and_evaluated(trained_run, tmp_path):
   # 1-NN on 5 well-separated classes: near perfect once a few examples are in context.
   assert np.mean(column['knn']['mean'][-3:]) > 0.8
   assert 'icl_jax_test_small_rgb' in report['table']
+
+
+@pytest.mark.parametrize('projection', ['threefry', 'threefry_fast'])
+def test_unseen_tasks_are_drawn_with_the_training_projection(data_dir, projection):
+  config = tiny_config(data_dir, task__projection=projection)
+  wl = workload.build(config)
+  assert wl.spec.projection == projection
+  mesh = sharding.make_mesh(config.mesh)
+  sets = evaluator.make_eval_sets(wl, mesh)
+  run = sharding.put(steps.run_values(config), sharding.replicated(mesh))
+  episode = evaluator.Evaluator(wl, mesh, sets, 16).episodes(sets[1], run)[0]
+  key = jax.random.fold_in(rng.fold_in_name(run.eval_key, evaluator.UNSEEN), 0)
+  ds = wl.eval_ds
+  expected = {p: tasks.sample_episodes(
+      key, run.task_key, jnp.asarray(ds.x_NxD), jnp.asarray(ds.y_N), batch_size=16,
+      seq_len=config.task.seq_len, num_tasks=config.task.num_tasks,
+      num_classes=ds.num_classes, unseen=True, projection=p) for p in tasks.PROJECTIONS}
+  np.testing.assert_array_equal(episode.y_BxT, expected[projection].y_BxT)
+  for p, other in expected.items():
+    assert np.allclose(episode.x_BxTxD, other.x_BxTxD, atol=1e-5) == (p == projection)

@@ -1,9 +1,12 @@
 """The GPICL sampler and the prompt formats."""
 
+import hashlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import special as scipy_special
 
 from icl_jax import tasks
 from icl_jax.tasks import projected
@@ -12,9 +15,10 @@ N, D, C, T, B = 200, 16, 10, 12, 64
 
 # Jitted once and reused: eager op-by-op dispatch would dominate these tests' time.
 _sample = jax.jit(tasks.sample_episodes, static_argnames=(
-    'batch_size', 'seq_len', 'num_tasks', 'num_classes', 'proj_scale', 'bias_fraction', 'unseen'))
-_task_params = jax.jit(jax.vmap(tasks.task_params, in_axes=(None, 0, None, None, None)),
-                       static_argnums=(2, 3, 4))
+    'batch_size', 'seq_len', 'num_tasks', 'num_classes', 'proj_scale', 'bias_fraction', 'unseen',
+    'projection'))
+_task_params = jax.jit(jax.vmap(tasks.task_params, in_axes=(None, 0, None, None, None, None)),
+                       static_argnums=(2, 3, 4, 5))
 _task_ids = jax.jit(tasks.sample_task_ids, static_argnums=(1, 2, 3))
 
 
@@ -45,13 +49,93 @@ def test_deterministic_for_a_key_and_different_across_keys(dataset):
   assert not np.array_equal(a.x_BxTxD, c.x_BxTxD)
 
 
+def _frozen_sample_episodes(key, task_key, x_NxD, y_N, *, batch_size, seq_len, num_tasks,
+                            num_classes, unseen):
+  """The sampler as it was before config.task.projection existed (commit 15de6f7), verbatim
+  but for names: the default stream must stay this one, bit for bit."""
+  ids_key, examples_key = jax.random.split(key)
+  ids_B = projected.sample_task_ids(ids_key, batch_size, num_tasks, unseen)
+  d = x_NxD.shape[1]
+
+  def one(example_key, task_id):
+    proj_key, perm_key = jax.random.split(jax.random.fold_in(task_key, task_id))
+    a_DxD = jax.random.normal(proj_key, (d, d)) * jnp.sqrt(1.0 / d)
+    perm_C = jax.random.permutation(perm_key, num_classes).astype(jnp.int32)
+    idx_T = jax.random.randint(example_key, (seq_len,), 0, x_NxD.shape[0])
+    return x_NxD[idx_T] @ a_DxD.T, perm_C[y_N[idx_T]]
+
+  return jax.vmap(one)(jax.random.split(examples_key, batch_size), ids_B)
+
+
+# Figures of `sample(dataset, key=1)` computed before config.task.projection existed:
+# sha256 of y_BxT (integers: exact on any machine); sum, sum of |x|, x[0,0,0], x[-1,-1,-1].
+_BEFORE = {False: ('2ed1587e0b227c1d', -147.79996763542295, 9614.702109213918,
+                   -0.6773953437805176, -0.8407751321792603),
+           True: ('6bfe991292457965', -45.02301345951855, 9771.177890071645,
+                  0.6719662547111511, 0.4827110171318054)}
+
+
+@pytest.mark.parametrize('unseen', [False, True])
+def test_default_projection_is_the_stream_of_earlier_runs(dataset, unseen):
+  ep = sample(dataset, unseen=unseen)
+  explicit = sample(dataset, unseen=unseen, projection='threefry')  # The default, named.
+  np.testing.assert_array_equal(ep.x_BxTxD, explicit.x_BxTxD)
+  frozen_x, frozen_y = jax.jit(_frozen_sample_episodes, static_argnames=(
+      'batch_size', 'seq_len', 'num_tasks', 'num_classes', 'unseen'))(
+          jax.random.key(1), jax.random.key(99), *dataset, batch_size=B, seq_len=T,
+          num_tasks=16, num_classes=C, unseen=unseen)
+  np.testing.assert_array_equal(ep.x_BxTxD, frozen_x)  # Bit for bit.
+  np.testing.assert_array_equal(ep.y_BxT, frozen_y)
+  y_hash, x_sum, x_abs_sum, x_first, x_last = _BEFORE[unseen]
+  assert hashlib.sha256(np.asarray(ep.y_BxT).tobytes()).hexdigest()[:16] == y_hash
+  x = np.asarray(ep.x_BxTxD, np.float64)
+  # A changed stream moves these by O(1); float noise across machines by ~1e-6.
+  np.testing.assert_allclose([x.sum(), np.abs(x).sum(), x[0, 0, 0], x[-1, -1, -1]],
+                             [x_sum, x_abs_sum, x_first, x_last], rtol=1e-5, atol=1e-4)
+
+
+def test_fast_projection_is_another_stream_of_the_same_tasks(dataset):
+  threefry, fast = sample(dataset), sample(dataset, projection='threefry_fast')
+  np.testing.assert_array_equal(fast.y_BxT, threefry.y_BxT)  # Same ids, examples, labels.
+  assert not np.allclose(fast.x_BxTxD, threefry.x_BxTxD)  # Other projections.
+
+
+def test_threefry_fast_hashes_as_jax_threefry():
+  from jax.extend import random as jax_random  # pylint: disable=g-import-not-at-top
+  key_2 = jnp.array([0x13198A2E, 0x03707344], jnp.uint32)
+  ctr_2xM = jnp.stack([jnp.arange(1000, dtype=jnp.uint32) * 7919,
+                       jnp.arange(1000, dtype=jnp.uint32)])
+  ours = projected.threefry2x32(key_2[0], key_2[1], ctr_2xM[0], ctr_2xM[1])
+  theirs = jax_random.threefry_2x32(key_2, ctr_2xM.reshape(-1)).reshape(2, -1)
+  np.testing.assert_array_equal(np.stack(ours), theirs)
+  # Random123's known answer for Threefry-2x32-20, key 0 and counter 0.
+  zero = jnp.zeros((), jnp.uint32)
+  assert [int(w) for w in projected.threefry2x32(zero, zero, zero, zero)] == [
+      0x6B200159, 0x99BA4EFE]
+
+
+def test_fast_normal_grid_is_symmetric_and_bounded():
+  z = np.asarray(jax.jit(projected.fast_normal, static_argnums=1)(jax.random.key(0),
+                                                                   (1001, 999)))
+  assert z.shape == (1001, 999) and z.dtype == np.float32
+  assert np.all(np.isfinite(z)) and np.abs(z).max() <= 5.3
+  # Exactly the draws of block i's two words, each through the midpoint grid.
+  words = projected.threefry2x32(*jax.random.key_data(jax.random.key(0)),
+                                 jnp.zeros(2, jnp.uint32), jnp.arange(2, dtype=jnp.uint32))
+  u = ((np.asarray(words[0]) >> 9) + 0.5) * 2.0**-22 - 1
+  np.testing.assert_allclose(z.reshape(-1)[:2], np.sqrt(2) * scipy_special.erfinv(u), rtol=1e-5)
+
+
+@pytest.mark.parametrize('projection', ['threefry', 'threefry_fast'])
 @pytest.mark.parametrize('num_tasks', [1, 4, 64])
-def test_finite_pool_yields_at_most_num_tasks_projections(num_tasks):
+def test_finite_pool_yields_at_most_num_tasks_projections(num_tasks, projection):
   # With the one-row dataset x = e_0, every input of an episode is column 0 of its task's
-  # A, so the distinct input vectors of a batch are its distinct projections.
+  # A, so the distinct input vectors of a batch are its distinct projections. (A PRNG whose
+  # vmap draws a batch from one key, as jax's rbg does, fails this: not a finite pool.)
   x_1xD = jnp.zeros((1, D)).at[0, 0].set(1.0)
   ep = _sample(jax.random.key(1), jax.random.key(99), x_1xD, jnp.zeros((1,), jnp.int32),
-               batch_size=512, seq_len=2, num_tasks=num_tasks, num_classes=C)
+               batch_size=512, seq_len=2, num_tasks=num_tasks, num_classes=C,
+               projection=projection)
   columns = {tuple(np.round(np.asarray(v), 5)) for v in ep.x_BxTxD.reshape(-1, D)}
   assert len(columns) <= num_tasks
   assert len(columns) >= min(num_tasks, 40)  # 512 draws from the pool reach most of it.
@@ -62,13 +146,14 @@ def test_large_pool_is_large():
   assert len(set(np.asarray(ids).tolist())) > 4000  # Large pools really are large.
 
 
-def test_episode_inputs_are_projected_dataset_rows(dataset):
+@pytest.mark.parametrize('projection', ['threefry', 'threefry_fast'])
+def test_episode_inputs_are_projected_dataset_rows(dataset, projection):
   """x_t = A x_i for a dataset row i, with the A of the episode's task."""
   x_NxD, y_N = dataset
   ids_key, _ = jax.random.split(jax.random.key(1))
   ids_B = _task_ids(ids_key, B, 16, False)
-  ep = sample(dataset)
-  a_BxDxD, perm_BxC = _task_params(jax.random.key(99), ids_B, D, C, 1.0)
+  ep = sample(dataset, projection=projection)
+  a_BxDxD, perm_BxC = _task_params(jax.random.key(99), ids_B, D, C, 1.0, projection)
   a_DxD, perm_C = a_BxDxD[0], perm_BxC[0]
   recovered_TxD = ep.x_BxTxD[0] @ jnp.linalg.inv(a_DxD).T
   dist_TxN = jnp.linalg.norm(recovered_TxD[:, None] - x_NxD[None], axis=-1)
@@ -78,7 +163,8 @@ def test_episode_inputs_are_projected_dataset_rows(dataset):
 
 
 def test_permutations_are_valid():
-  _, perm_KxC = _task_params(jax.random.key(0), jnp.arange(64, dtype=jnp.uint32), D, C, 1.0)
+  _, perm_KxC = _task_params(jax.random.key(0), jnp.arange(64, dtype=jnp.uint32), D, C, 1.0,
+                             'threefry')
   np.testing.assert_array_equal(np.sort(np.asarray(perm_KxC), axis=1), np.tile(np.arange(C), (64, 1)))
   assert len({tuple(p) for p in np.asarray(perm_KxC).tolist()}) > 50  # Not all the same.
 
@@ -91,12 +177,23 @@ def test_seen_and_unseen_ids_are_disjoint():
     assert not set(seen.tolist()) & set(unseen.tolist())
 
 
+@pytest.mark.parametrize('projection', ['threefry', 'threefry_fast'])
 @pytest.mark.parametrize('scale', [1.0, 4.0])
-def test_projection_statistics_match_scale(scale):
-  d = 64
-  a = np.asarray(_task_params(jax.random.key(0), jnp.arange(16, dtype=jnp.uint32), d, C, scale)[0])
-  assert abs(a.mean()) < 0.01
-  np.testing.assert_allclose(a.var(), scale / d, rtol=0.05)
+def test_projection_statistics_match_scale(scale, projection):
+  """A_ij ~ N(0, scale / d): over n = 16 tasks x 64 x 64 entries the estimates' standard
+  errors are sqrt(scale / d / n) for the mean, sqrt(2 / n) = 0.55% (relative) for the
+  variance and sqrt(24 / n) = 0.019 for the kurtosis; the bounds are 5 of them."""
+  d, k = 64, 16
+  a_KxDxD = np.asarray(_task_params(jax.random.key(0), jnp.arange(k, dtype=jnp.uint32), d, C,
+                                    scale, projection)[0], np.float64)
+  n, var = a_KxDxD.size, scale / d
+  assert abs(a_KxDxD.mean()) < 5 * np.sqrt(var / n)
+  np.testing.assert_allclose(a_KxDxD.var(), var, rtol=5 * np.sqrt(2 / n))
+  np.testing.assert_allclose((a_KxDxD**4).mean() / a_KxDxD.var()**2, 3.0,
+                             atol=5 * np.sqrt(24 / n))  # Gaussian tails, not uniform ones.
+  # Each task's own projection has the variance too (no task drawn from a shared stream).
+  np.testing.assert_allclose(a_KxDxD.var(axis=(1, 2)), var, rtol=5 * np.sqrt(2 / (d * d)))
+  assert len({a.tobytes() for a in a_KxDxD}) == k
 
 
 def test_bias_fraction_keeps_identity_permutation():
@@ -105,7 +202,7 @@ def test_bias_fraction_keeps_identity_permutation():
   ep = _sample(jax.random.key(1), jax.random.key(99), x_NxD, y_N, batch_size=8,
                seq_len=T, num_tasks=-1, num_classes=C, bias_fraction=0.5)
   ids_B = _task_ids(jax.random.split(jax.random.key(1))[0], 8, -1, False)
-  a_BxDxD, perm_BxC = _task_params(jax.random.key(99), ids_B, D, C, 1.0)
+  a_BxDxD, perm_BxC = _task_params(jax.random.key(99), ids_B, D, C, 1.0, 'threefry')
   for b in range(8):
     a_DxD, perm_C = a_BxDxD[b], perm_BxC[b]
     x_TxD = ep.x_BxTxD[b] @ jnp.linalg.inv(a_DxD).T

@@ -11,9 +11,14 @@ import pytest
 
 from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import config as config_lib
+from icl_jax import data
+from icl_jax import evaluator
+from icl_jax import fields
 from icl_jax import metrics as metrics_lib
 from icl_jax import sharding
 from icl_jax import steps
+from icl_jax import sweep
+from icl_jax import tasks
 from icl_jax import train
 from icl_jax import workload
 from icl_jax.errors import UserError
@@ -104,6 +109,8 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):
     ('data.image_shape', (8, 0), 'image_shape'),
     ('model.num_heads', 0, 'num_heads'),
     ('eval.last_positions', 99, 'last_positions'),
+    ('task.projection', 'rbg', r"task.projection='rbg' is unknown; choose one of \('threefry', "
+                               r"'threefry_fast'\)"),
 ])
 def test_bad_config_values_are_named(path, value, match):
   c = config_lib.base_config()
@@ -112,6 +119,59 @@ def test_bad_config_values_are_named(path, value, match):
     c[section][field] = value
   with pytest.raises(UserError, match=match):
     config_lib.validate(c, num_devices=8)
+
+def test_fast_projection_trains_and_a_run_cannot_switch_projection(trained_run, tmp_path):
+  workdir, config, _ = trained_run
+  fast = tiny_config(config.data.data_dir, task__projection='threefry_fast')
+  with pytest.raises(UserError, match='task.projection'):  # Another stream: another run.
+    train.train_and_evaluate(fast, workdir)
+  train.train_and_evaluate(fast, str(tmp_path))
+  losses = [r['train/loss'] for r in metrics_lib.read(str(tmp_path)) if 'train/loss' in r]
+  assert losses[-1] < losses[0] - 0.3, losses
+
+
+def test_default_projection_keeps_sweep_workdir_names():
+  """Sweep points keep the workdir names they had before task.projection existed, so a
+  relaunched sweep finds them. A field added to the config belongs in fields.ADDED_FIELDS
+  (with the default that reproduces older runs), or this name changes."""
+  c = config_lib.base_config()
+  assert sweep.workdir_name('base', c) == 'base-5aeac3aa'  # Computed at commit 15de6f7.
+  assert fields.ADDED_FIELDS['task.projection'] == c.task.projection == tasks.DEFAULT_PROJECTION
+  c.task.projection = 'threefry_fast'
+  assert sweep.workdir_name('base', c) != 'base-5aeac3aa'
+  assert fields.static_differences(config_lib.base_config(), c) == ['task.projection']
+
+
+def test_each_split_is_placed_once_per_mesh_as_uint8(data_dir):
+  wl = workload.build(tiny_config(data_dir))
+  mesh = sharding.make_mesh(wl.config.mesh)
+  x, y = wl.training_inputs(mesh)
+  sets = evaluator.make_eval_sets(wl, mesh)
+  assert sets[0].x_NxD is x and sets[0].y_N is y  # Seen-task evaluation reads training's.
+  assert wl.device_inputs(wl.eval_ds, mesh)[0] is sets[1].x_NxD
+  assert isinstance(x, data.Pixels) and x.values_NxD.dtype == np.uint8
+  per_device = sum(leaf.addressable_shards[0].data.nbytes for leaf in jax.tree.leaves(x))
+  assert per_device == 1437 * 64 + 256 * 4  # float32 x_NxD: 1437 * 64 * 4.
+
+
+def test_uint8_inputs_train_bit_for_bit_as_float32_inputs(data_dir):
+  """Steps on the compact device split end with the very parameters of steps on the float32
+  x_NxD that training placed before the compact form existed."""
+  config = tiny_config(data_dir)
+  wl = workload.build(config)
+  mesh = sharding.make_mesh(config.mesh)
+  run = sharding.put(steps.run_values(config), sharding.replicated(mesh))
+  step = jax.jit(functools.partial(steps.train_step, spec=wl.spec,
+                                   batch_sharding=sharding.batch_sharded(mesh)))
+  pixels, y_N = wl.training_inputs(mesh)
+  params = []
+  for x in (pixels, sharding.put_replicated(wl.train_ds.x_NxD, mesh)):
+    state = jax.jit(wl.init, out_shardings=wl.state_shardings(mesh))(run)
+    for _ in range(3):
+      state, _ = step(state, run, x, y_N)
+    params.append(jax.device_get(state['params']))
+  jax.tree.map(np.testing.assert_array_equal, *params)
+
 
 def test_sequence_longer_than_dataset_is_refused(data_dir, tmp_path):
   with pytest.raises(UserError, match='longer than the 360 examples'):

@@ -5,7 +5,10 @@ is read from an array_record data source (random access, no TensorFlow, no
 tf.data), converted to grayscale, resized, flattened and z-normalised. The
 result is cached as one .npz per (dataset version, split, image shape) under
 `<data_dir>/icl_jax_cache/`, because decoding MNIST-size datasets record by
-record takes far longer than reading the arrays back.
+record takes far longer than reading the arrays back. Where the pixels before
+normalisation are integers in [0, 255], the cache holds them as uint8 plus the
+split's mean and std, and the devices as uint8 plus the normalised value of each
+level (see compact.py).
 """
 
 import dataclasses
@@ -19,13 +22,15 @@ import numpy as np
 import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
+from icl_jax.data import compact
 from icl_jax.data import digits
 from icl_jax.errors import UserError
 
 CACHE_DIRNAME = 'icl_jax_cache'
 # Part of every cache file name: bump it whenever `preprocess` changes, so
-# that caches written by older code are never read.
-_PREPROCESSING_VERSION = 1
+# that caches written by older code are never read. 2: uint8 pixels + mean and
+# std where that is exact (the float32 values are unchanged).
+_PREPROCESSING_VERSION = 2
 # Records fetched per `__getitems__` call: enough to amortise the per-call
 # overhead, few enough that one batch of decoded records stays small.
 _READ_BATCH_SIZE = 4096
@@ -48,6 +53,10 @@ class Dataset:
     image_shape: (H, W) the images were resized to.
     name: TFDS dataset name, as passed to `load`.
     split: TFDS split name, as passed to `load`.
+    pixels_NxD: the values before normalisation as uint8, where they are
+      integers in [0, 255]; None where that would lose information (resized
+      or RGB images). x_NxD == compact.level_table(mean, std)[pixels_NxD].
+    mean, std: float32 scalars x_NxD was normalised with.
   """
 
   x_NxD: np.ndarray
@@ -56,10 +65,22 @@ class Dataset:
   image_shape: tuple[int, int]
   name: str
   split: str
+  pixels_NxD: np.ndarray | None = None
+  mean: np.float32 = np.float32(0.0)
+  std: np.float32 = np.float32(1.0)
 
   @property
   def num_features(self) -> int:
     return self.image_shape[0] * self.image_shape[1]
+
+  def compact_x(self) -> compact.Pixels | np.ndarray:
+    """x_NxD in the form to place on devices: compact.Pixels (uint8, a quarter of the
+    bytes) where `pixels_NxD` holds it exactly, else x_NxD itself. The sampler reads
+    either (it indexes rows; a Pixels looks up the normalised values of the rows it
+    gathers)."""
+    if self.pixels_NxD is None:
+      return self.x_NxD
+    return compact.Pixels(self.pixels_NxD, compact.level_table(self.mean, self.std))
 
   def check_seq_len(self, seq_len: int) -> None:
     """Raises UserError if an episode of `seq_len` examples is longer than this split."""
@@ -146,19 +167,38 @@ def _load(
   )
   if os.path.exists(cache_path):
     with np.load(cache_path) as cache:
-      x_NxD, y_N = cache['x_NxD'], cache['y_N']
+      arrays = {k: cache[k] for k in cache.files}
   else:
     images_NxHxWxC, y_N = _read_split(builder, split)
-    x_NxD = preprocess(images_NxHxWxC, image_shape)
-    _write_npz_atomically(cache_path, x_NxD=x_NxD, y_N=y_N)
-  return Dataset(
-      x_NxD=x_NxD,
-      y_N=y_N,
-      num_classes=num_classes,
-      image_shape=image_shape,
-      name=name,
-      split=split,
-  )
+    arrays = dict(_preprocess(images_NxHxWxC, image_shape), y_N=y_N)
+    _write_npz_atomically(cache_path, **arrays)
+  return _dataset(arrays, num_classes, image_shape, name, split)
+
+
+def from_images(
+    images_NxHxWxC: np.ndarray,
+    y_N: np.ndarray,
+    num_classes: int,
+    image_shape: tuple[int, int],
+    name: str,
+    split: str,
+) -> Dataset:
+  """A Dataset from images in memory, preprocessed as `load` does (benchmarks, tests)."""
+  arrays = dict(_preprocess(images_NxHxWxC, _check_image_shape(image_shape)),
+                y_N=np.asarray(y_N, np.int32))
+  return _dataset(arrays, num_classes, tuple(image_shape), name, split)
+
+
+def _dataset(arrays: dict[str, np.ndarray], num_classes: int,
+             image_shape: tuple[int, int], name: str, split: str) -> Dataset:
+  """The Dataset of `_preprocess`'s arrays (+ y_N), as cached."""
+  mean, std = np.float32(arrays['mean']), np.float32(arrays['std'])
+  pixels_NxD = arrays.get('pixels_NxD')
+  x_NxD = (arrays['x_NxD'] if pixels_NxD is None else
+           compact.level_table(mean, std)[pixels_NxD])
+  return Dataset(x_NxD=x_NxD, y_N=arrays['y_N'], num_classes=num_classes,
+                 image_shape=image_shape, name=name, split=split,
+                 pixels_NxD=pixels_NxD, mean=mean, std=std)
 
 
 def preprocess(
@@ -175,6 +215,18 @@ def preprocess(
     x_NxD float32 with D = H' * W', z-normalised by the scalar mean and std of
     all its entries.
   """
+  arrays = _preprocess(images_NxHxWxC, image_shape)
+  if 'x_NxD' in arrays:
+    return arrays['x_NxD']
+  return compact.level_table(arrays['mean'], arrays['std'])[arrays['pixels_NxD']]
+
+
+def _preprocess(
+    images_NxHxWxC: np.ndarray, image_shape: tuple[int, int]
+) -> dict[str, np.ndarray]:
+  """`preprocess`, as the arrays the cache stores: 'mean' and 'std' (float32
+  scalars) and either 'pixels_NxD' (uint8, where the values before
+  normalisation are integers in [0, 255]) or 'x_NxD' (normalised float32)."""
   images_NxHxWxC = np.asarray(images_NxHxWxC, np.float32)
   num_channels = images_NxHxWxC.shape[-1]
   if num_channels == 3:
@@ -209,7 +261,10 @@ def preprocess(
   # scalar mean and std for the whole split, as the GPICL paper does.
   mean = np.float32(x_NxD.mean(dtype=np.float64))
   std = np.float32(x_NxD.std(dtype=np.float64))
-  return (x_NxD - mean) / std
+  pixels_NxD = compact.as_uint8(x_NxD)
+  if pixels_NxD is not None:
+    return {'pixels_NxD': pixels_NxD, 'mean': mean, 'std': std}
+  return {'x_NxD': compact.normalise(x_NxD, mean, std), 'mean': mean, 'std': std}
 
 
 def _check_image_shape(image_shape) -> tuple[int, int]:

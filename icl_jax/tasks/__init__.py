@@ -1,6 +1,8 @@
 """On-device task samplers and the prompt formats that turn episodes into token sequences."""
 
 from icl_jax.tasks.episode import Episode
+from icl_jax.tasks.projected import DEFAULT_PROJECTION
+from icl_jax.tasks.projected import PROJECTIONS
 from icl_jax.tasks.projected import sample_episodes
 from icl_jax.tasks.projected import sample_task_ids
 from icl_jax.tasks.projected import task_params

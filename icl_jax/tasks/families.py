@@ -7,9 +7,9 @@ examples, each from one task; task i is derived from `fold_in(task_key, i)` with
 no memory. `num_tasks` (-1: a fresh task per episode) and `active_dim` may be traced.
 
 A family that `reads_dataset` ('projected', GPICL's) takes the dataset too, as keywords:
-`x_NxD, y_N, num_classes, proj_scale, bias_fraction` (see projected.sample). Its number of
-classes is the dataset's, so its `num_classes` is None; the synthetic families draw their
-own inputs, and their shape follows from TaskOptions alone.
+`x_NxD, y_N, num_classes, proj_scale, bias_fraction, projection` (see projected.sample). Its
+number of classes is the dataset's, so its `num_classes` is None; the synthetic families draw
+their own inputs, and their shape follows from TaskOptions alone.
 
 `y_variance` is E[y^2] under the prior (noise included, x_scale=1, x_shift=0, all
 coordinates active): the squared error of always predicting 0, which normalises the
@@ -36,8 +36,8 @@ class Family(NamedTuple):
   # dataset's, known once it is loaded, not a function of the options.
   num_classes: Callable[[TaskOptions], int] | None
   y_variance: Callable[[TaskOptions], float]  # Regression: E[y^2]; classification: 1.0.
-  # The sampler also takes the dataset (x_NxD, y_N, num_classes, proj_scale, bias_fraction)
-  # and ignores TaskOptions.
+  # The sampler also takes the dataset (x_NxD, y_N, num_classes, proj_scale, bias_fraction,
+  # projection) and ignores TaskOptions.
   reads_dataset: bool = False
 
   @property

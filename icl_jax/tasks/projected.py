@@ -7,18 +7,75 @@ Task ids are uint32 and come from two disjoint ranges, so memorisation and gener
 learning are measured on provably different tasks:
   seen   (training) ids: [0, num_tasks), or [0, 2**31) for an infinite pool;
   unseen (meta-test) ids: [2**31, 2**32).
+
+The projection is the sampler's cost at image sizes: D*D Gaussians per episode (614k at
+MNIST's 784 features, 79M for a batch of 128). `projection` (config.task.projection) picks
+how they are drawn from the task's key; both give A_ij ~ N(0, proj_scale / D):
+  'threefry'       jax.random.normal: the stream of every run made before the option
+                   existed (the default, so old runs reproduce bit for bit). jax hashes one
+                   threefry block per draw and keeps the XOR of its two words, and on a CPU
+                   runs the 20 rounds as a loop that writes the whole D x D array 5 times.
+  'threefry_fast'  the same Threefry-2x32-20 hash of the same key, written out here
+                   (`threefry2x32`): both words of a block are draws (half the hashing),
+                   unrolled so XLA fuses it with the normal transform (`fast_normal`). A
+                   different stream, so a different run: opt in for new runs. ~5x cheaper
+                   draws on a CPU (README, Benchmarks).
+Not offered, after measuring: rbg / unsafe_rbg keys (vmap draws a whole batch from the
+first episode's key, jax's rng_bit_generator batching rule, so an episode's projection would
+depend on the other tasks of its batch and a finite pool would not be finite); jax's
+'philox4x32' (its mulhi does not compile in a program on several devices, jax 0.10.2);
+jax's bfloat16 normal (128 distinct values, mean -0.012, not centred).
 """
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from icl_jax.tasks.episode import Episode
 from icl_jax.tasks.options import TaskOptions
 
 UNSEEN_OFFSET = 2**31
 _INT32_MAX = 2**31 - 1
+DEFAULT_PROJECTION = 'threefry'
+# Threefry-2x32's rotation constants (Salmon et al., 2011), as jax.random's.
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def threefry2x32(k0: jax.Array, k1: jax.Array, x0: jax.Array,
+                 x1: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The Threefry-2x32-20 hash of counters (x0, x1) under key (k0, k1), all uint32 (they
+  broadcast): jax.extend.random.threefry_2x32's values (tested), unrolled."""
+  ks = (k0, k1, k0 ^ k1 ^ np.uint32(0x1BD11BDA))
+  x0, x1 = x0 + ks[0], x1 + ks[1]
+  for i in range(5):
+    for r in _ROTATIONS[i % 2]:
+      x0 = x0 + x1
+      x1 = x0 ^ ((x1 << np.uint32(r)) | (x1 >> np.uint32(32 - r)))
+    x0, x1 = x0 + ks[(i + 1) % 3], x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
+  return x0, x1
+
+
+def fast_normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """float32 N(0, 1) draws of `shape` from a threefry key: the two words of block i
+  (counter (0, i)) are draws i and ceil(n / 2) + i, and a word's top 23 bits k give
+  sqrt(2) erfinv(u) at the midpoint u = (k + 1/2) 2^-22 - 1, a grid symmetric about 0
+  that never reaches +-1 (|draws| <= 5.3)."""
+  n = math.prod(shape)
+  data = jax.random.key_data(key)
+  counters = jax.lax.iota(jnp.uint32, -(-n // 2))
+  words = jnp.concatenate(threefry2x32(data[0], data[1], jnp.zeros_like(counters), counters))
+  u = ((words[:n] >> np.uint32(9)).astype(jnp.float32) + np.float32(0.5)) * np.float32(
+      2.0**-22) - np.float32(1.0)
+  return (np.float32(math.sqrt(2.0)) * jax.lax.erf_inv(u)).reshape(shape)
+
+
+# config.task.projection -> normal(key, shape): how a task's projection is drawn from its key.
+NORMALS = {'threefry': jax.random.normal, 'threefry_fast': fast_normal}
+PROJECTIONS = tuple(NORMALS)
 
 
 def sample_task_ids(key: jax.Array, batch_size: int, num_tasks: int | jax.Array,
@@ -33,10 +90,15 @@ def sample_task_ids(key: jax.Array, batch_size: int, num_tasks: int | jax.Array,
 
 
 def task_params(task_key: jax.Array, task_id: jax.Array, num_features: int, num_classes: int,
-                proj_scale: float | jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Projection A_DxD with A_ij ~ N(0, proj_scale / D) and label permutation perm_C of one task."""
+                proj_scale: float | jax.Array,
+                projection: str = DEFAULT_PROJECTION) -> tuple[jax.Array, jax.Array]:
+  """Projection A_DxD with A_ij ~ N(0, proj_scale / D) and label permutation perm_C of one task.
+
+  `projection` says how A is drawn from the task's key (see PROJECTIONS); the permutation
+  is drawn the same way for all of them.
+  """
   proj_key, perm_key = jax.random.split(jax.random.fold_in(task_key, task_id))
-  a_DxD = jax.random.normal(proj_key, (num_features, num_features)) * jnp.sqrt(
+  a_DxD = NORMALS[projection](proj_key, (num_features, num_features)) * jnp.sqrt(
       proj_scale / num_features)
   perm_C = jax.random.permutation(perm_key, num_classes).astype(jnp.int32)
   return a_DxD, perm_C
@@ -45,8 +107,13 @@ def task_params(task_key: jax.Array, task_id: jax.Array, num_features: int, num_
 def sample_episodes(key: jax.Array, task_key: jax.Array, x_NxD: jax.Array, y_N: jax.Array, *,
                     batch_size: int, seq_len: int, num_tasks: int | jax.Array,
                     num_classes: int, proj_scale: float | jax.Array = 1.0,
-                    bias_fraction: float | jax.Array = 0.0, unseen: bool = False) -> Episode:
+                    bias_fraction: float | jax.Array = 0.0, unseen: bool = False,
+                    projection: str = DEFAULT_PROJECTION) -> Episode:
   """Samples B episodes of T examples, each from one task, entirely on device.
+
+  `x_NxD` is the dataset's float32 rows, or any pytree that gathers them by `x_NxD[idx]`
+  and has `.shape` (N, D): data.Pixels, a split kept on device as uint8 pixels plus the
+  normalised value of each level, looks up only the T rows an episode gathers.
 
   Examples are drawn with replacement: for the dataset sizes used here repeats are rare
   and it avoids a permutation of N per episode.
@@ -62,7 +129,8 @@ def sample_episodes(key: jax.Array, task_key: jax.Array, x_NxD: jax.Array, y_N: 
   num_features = x_NxD.shape[1]
 
   def one(example_key, task_id, biased):
-    a_DxD, perm_C = task_params(task_key, task_id, num_features, num_classes, proj_scale)
+    a_DxD, perm_C = task_params(task_key, task_id, num_features, num_classes, proj_scale,
+                                projection)
     perm_C = jnp.where(biased, jnp.arange(num_classes, dtype=jnp.int32), perm_C)
     idx_T = jax.random.randint(example_key, (seq_len,), 0, x_NxD.shape[0])
     x_TxD = x_NxD[idx_T] @ a_DxD.T
@@ -78,7 +146,8 @@ def sample(key: jax.Array, task_key: jax.Array, *, batch_size: int, seq_len: int
            num_tasks: int | jax.Array, unseen: bool, options: TaskOptions | None = None,
            active_dim: int | jax.Array | None = None, x_NxD: jax.Array, y_N: jax.Array,
            num_classes: int, proj_scale: float | jax.Array = 1.0,
-           bias_fraction: float | jax.Array = 0.0) -> Episode:
+           bias_fraction: float | jax.Array = 0.0,
+           projection: str = DEFAULT_PROJECTION) -> Episode:
   """`sample_episodes` with the registry's keywords (tasks.FAMILIES['projected'].sample).
 
   The dataset supplies what the synthetic families take from `options`, so it is ignored.
@@ -90,4 +159,4 @@ def sample(key: jax.Array, task_key: jax.Array, *, batch_size: int, seq_len: int
                      'projected examples, which have no active dimension to grow.')
   return sample_episodes(key, task_key, x_NxD, y_N, batch_size=batch_size, seq_len=seq_len,
                          num_tasks=num_tasks, num_classes=num_classes, proj_scale=proj_scale,
-                         bias_fraction=bias_fraction, unseen=unseen)
+                         bias_fraction=bias_fraction, unseen=unseen, projection=projection)
