@@ -86,14 +86,16 @@ def render(records: list[dict]) -> str:
         ['eval config', 'method', 'episodes/s', 'min', 'max'],
         [[r['config'], r['method'], r['episodes_per_sec'], r['episodes_per_sec_min'],
           r['episodes_per_sec_max']] for r in by('eval_throughput')]))
-  if by('sweep_scaling'):
+  # Records from before group strategies existed were all vmap and are measured again.
+  sweeps = [r for r in by('sweep_scaling') if 'strategy' in r]
+  if sweeps:
     out.append('\n' + table(
         ['workload', 'devices', 'runs R', 'strategy', 'group run-steps/s',
          'sequential run-steps/s', 'speedup'],
         [[r['workload'], r['devices'], r['runs'], r.get('strategy', 'vmap'),
           r.get('group_run_steps_per_sec', r.get('vmapped_run_steps_per_sec')),
           r['sequential_run_steps_per_sec'], f'{r["speedup"]:.2f}x']
-         for r in by('sweep_scaling')]))
+         for r in sweeps]))
   return '\n'.join(out)
 
 

@@ -17,7 +17,6 @@ import dataclasses
 import functools
 from typing import Any
 
-from absl import logging
 import jax
 import ml_collections
 
@@ -108,23 +107,19 @@ def load(workdir: str, step: int | None = None, *, data_dir: str | None = None) 
       config.data.data_dir = data_dir
     wl = workload_lib.build(config)
     mesh = sharding.make_mesh(config.mesh)
-    # No step asked for: the newest checkpoint whose parameters read back (a damaged newer
-    # one, e.g. a file lost in a copy, is skipped with a warning, as evaluation does).
-    candidates = [step] if requested is not None else sorted(
-        (s for s in ckpt.all_steps() if s <= step), reverse=True)
-    for i, candidate in enumerate(candidates):
+    if requested is None:
+      # The newest checkpoint whose parameters read back: a damaged newer one (e.g. a file
+      # lost in a copy) is skipped with a warning, one rotated away by a running trainer
+      # is not damage (checkpoint.Checkpointer.newest).
+      step, params = ckpt.newest(lambda s: wl.restore_params(ckpt, s, mesh))
+    else:
       try:
-        params = wl.restore_params(ckpt, candidate, mesh)
-        step = candidate
-        break
+        params = wl.restore_params(ckpt, step, mesh)
       except Exception as e:  # pylint: disable=broad-except
-        if requested is not None or i == len(candidates) - 1:
-          raise UserError(f'The parameters of checkpoint step {candidate} in {workdir!r} do '
-                          f'not restore ({type(e).__name__}: {str(e).splitlines()[0][:200]}). '
-                          f'Pass another step, or check that the workdir was copied whole.'
-                          ) from None
-        logging.warning('Checkpoint step %d of %s does not restore; trying an older one.',
-                        candidate, workdir)
+        raise UserError(f'The parameters of checkpoint step {step} in {workdir!r} do not '
+                        f'restore ({type(e).__name__}: {str(e).splitlines()[0][:200]}). '
+                        f'Pass another step, or check that the workdir was copied whole.'
+                        ) from None
   finally:
     ckpt.close()
   return Trained(workdir, step, config, params, wl, mesh)

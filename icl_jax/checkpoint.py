@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging as py_logging
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 import jax
@@ -33,6 +33,8 @@ CORRUPT_DIRNAME = 'corrupt_checkpoints'
 # Restore errors are whole tensorstore specs; the first line and this many characters name
 # the broken file.
 _MAX_ERROR_CHARS = 300
+# Times a reader starts again from the newest step after the one it read was rotated away.
+_MAX_ROTATION_RETRIES = 5
 _abandoned_reads_silenced = False  # The hooks chain, so install them once per process.
 
 
@@ -137,13 +139,8 @@ class Checkpointer:
     Cheap (no arrays are read), so the workdir can be checked against a new config before
     any data is loaded. Raises UserError if checkpoints exist but no config reads back.
     """
-    for step in sorted(self.all_steps(), reverse=True):
-      try:
-        return step, self.restore_config(step)
-      except Exception as e:  # pylint: disable=broad-except
-        self._mark_bad(step, e)  # Orbax and tensorstore raise many types on damaged files.
-    self._raise_if_all_bad()
-    return None, None
+    found = self.newest(self.restore_config)
+    return (None, None) if found is None else found
 
   def restore_latest(
       self, abstract_state: Any) -> tuple[int, Any, ml_collections.ConfigDict] | None:
@@ -157,19 +154,44 @@ class Checkpointer:
     code or config mismatch than damage.
     """
     _silence_abandoned_reads()  # Before the first try: the noise starts before it raises.
-    for step in sorted(self.all_steps(), reverse=True):
-      if step in self._bad:
-        continue
-      try:
-        config = self.restore_config(step)
-        state = self.restore_state(step, abstract_state)
-      except Exception as e:  # pylint: disable=broad-except
-        self._mark_bad(step, e)
-        continue
-      self._quarantine([s for s in self._bad if s > step])
-      return step, state, config
-    self._raise_if_all_bad()
-    return None
+    found = self.newest(lambda step: (self.restore_config(step),
+                                      self.restore_state(step, abstract_state)))
+    if found is None:
+      return None
+    step, (config, state) = found
+    self._quarantine([s for s in self._bad if s > step])
+    return step, state, config
+
+  def newest(self, read: Callable[[int], Any]) -> tuple[int, Any] | None:
+    """(step, read(step)) for the newest step that `read` succeeds on; None without steps.
+
+    A step that fails while its directory is still there is damaged: skipped with a
+    warning (and remembered). A step whose directory is gone after the failure was rotated
+    away by a trainer still writing this workdir (or removed by hand): not damage, so the
+    step list is read again and the newest step tried anew. UserError if every step is
+    damaged.
+    """
+    for _ in range(_MAX_ROTATION_RETRIES):
+      rotated = False
+      for step in sorted(self.all_steps(), reverse=True):
+        if step in self._bad:
+          continue
+        try:
+          return step, read(step)
+        except Exception as e:  # pylint: disable=broad-except
+          if not os.path.isdir(self.step_path(step)):
+            logging.info('Checkpoint step %d of %s went away while it was read (rotated by '
+                         'a running trainer); reading the newest again.', step, self.workdir)
+            rotated = True
+            break
+          self._mark_bad(step, e)  # Orbax and tensorstore raise many types on damaged files.
+      if not rotated:
+        self._raise_if_all_bad()
+        return None
+      self._manager.reload()
+    raise UserError(f'The checkpoints of {self.workdir} were rotated away {_MAX_ROTATION_RETRIES} '
+                    f'times while being read: a trainer saves there faster than they can be '
+                    f'read. Raise its config.train.keep_checkpoints, or read after it is done.')
 
   def _mark_bad(self, step: int, error: Exception) -> None:
     if step in self._bad:

@@ -82,7 +82,7 @@ def test_a_damaged_newest_checkpoint_falls_back_and_is_left_alone(trained_run, t
   before = sorted(os.listdir(checkpoint_lib.directory(workdir)))
   with caplog.at_level('WARNING'):
     assert icl_jax.load(workdir).step == 20
-  assert 'Checkpoint step 40 of' in caplog.text
+  assert 'Checkpoint step 40 at' in caplog.text
   # Read-only: nothing is moved or deleted (training's restore quarantines, loading not).
   assert sorted(os.listdir(checkpoint_lib.directory(workdir))) == before
   with pytest.raises(UserError, match='checkpoint step 40 .* do not restore'):

@@ -10,10 +10,13 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 
 import pytest
+
+import icl_jax
 
 from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import metrics as metrics_lib
@@ -259,3 +262,58 @@ def test_run_trained_on_1_device_restores_on_8_with_same_predictions(straight_ru
   _, workdir, _ = straight_run  # fault_check trains on one CPU device.
   np.testing.assert_allclose(restored_logits(workdir, 8), restored_logits(workdir, 1),
                              rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading a workdir while its trainer rotates checkpoints
+# ---------------------------------------------------------------------------------------
+def test_a_checkpoint_rotated_away_mid_read_is_not_damage(straight_run, tmp_path, caplog):
+  workdir = copy_run(straight_run, tmp_path)
+  ckpt = checkpoint_lib.Checkpointer(workdir, read_only=True)
+  newest = max(ckpt.all_steps())
+  calls = []
+
+  def read(step):  # A trainer deletes the newest step while it is read.
+    calls.append(step)
+    if len(calls) == 1:
+      shutil.rmtree(ckpt.step_path(step))
+      raise FileNotFoundError(f'{ckpt.step_path(step)}/state: gone')
+    return f'read {step}'
+
+  with caplog.at_level(logging.WARNING):
+    assert ckpt.newest(read) == (PREVIOUS, f'read {PREVIOUS}')
+  ckpt.close()
+  assert calls == [newest, PREVIOUS]
+  assert 'corrupt' not in caplog.text  # Not reported as damage, nothing moved.
+  assert not os.path.exists(checkpoint_lib.corrupt_directory(workdir))
+
+
+@pytest.mark.slow
+def test_load_and_evaluate_while_a_trainer_rotates_every_step(straight_run, tmp_path):
+  """A trainer that saves every step and keeps one: every read finds a complete one."""
+  from icl_jax import evaluate  # pylint: disable=g-import-not-at-top
+  ws, _, _ = straight_run
+  workdir = str(tmp_path / 'rotating')
+  command = fault_check.train_command(ws, workdir) + [
+      '--config.train.steps=100000', '--config.train.checkpoint_every_steps=1',
+      '--config.train.keep_checkpoints=1']
+  log_path = str(tmp_path / 'train.log')
+  with open(log_path, 'w') as log:
+    proc = subprocess.Popen(command, cwd=fault_check.REPO, env=fault_check.subprocess_env(ws),
+                            stdout=log, stderr=subprocess.STDOUT)
+  try:
+    deadline = time.monotonic() + 300
+    while not fault_check.complete_steps(workdir):
+      assert proc.poll() is None, fault_check.tail(log_path)
+      assert time.monotonic() < deadline
+      time.sleep(0.05)
+    steps = [icl_jax.load(workdir).step for _ in range(3)]
+    assert steps == sorted(steps) and steps[0] >= 1
+    out = str(tmp_path / 'eval')
+    results = evaluate.evaluate_workdir(workdir, num_episodes=16, out=out, baseline_names=[])
+    assert results['step'] >= steps[-1]
+    assert proc.poll() is None  # Still training: the reads raced a live trainer.
+  finally:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+  assert not os.path.exists(checkpoint_lib.corrupt_directory(workdir))
