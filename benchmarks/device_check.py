@@ -384,7 +384,8 @@ class Check:
       return {'status': 'failed', 'error': f'timeout after {budget:.0f} s'}
     if code != 0 or not rows:
       return {'status': 'failed', 'error': f'exited with {code}'}
-    keep = ('workload', 'runs', 'devices', 'platform', 'vmapped_run_steps_per_sec',
+    keep = ('workload', 'runs', 'devices', 'platform', 'strategy',
+            'group_run_steps_per_sec',
             'sequential_run_steps_per_sec', 'speedup', 'steps')
     return {k: rows[-1][k] for k in keep if k in rows[-1]}
 

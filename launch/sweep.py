@@ -91,7 +91,8 @@ _PROJECT = flags.DEFINE_string('project', None, 'tpu_vm: GCP project (default: g
 # ---------------------------------------------------------------------------------------
 # Worker: one group, in this process
 # ---------------------------------------------------------------------------------------
-def run_group(root: str, launch_id: str, index: int) -> int:
+def run_group(root: str, launch_id: str, index: int,
+              device_memory_bytes: int | None = None) -> int:
   """Trains group `index` of a launch; returns an exit code.
 
   Every point ends with a status.json (done, failed or preempted): a point whose workdir
@@ -115,10 +116,9 @@ def run_group(root: str, launch_id: str, index: int) -> int:
       print(f'error: {p.name}: {e}', file=sys.stderr)
   if not usable:
     return 0
-  memory = int(_DEVICE_MEMORY.value * 2**30) or None
   try:
     results = train.train_group([p.config for p in usable], [p.workdir for p in usable],
-                                device_memory_bytes=memory)
+                                device_memory_bytes=device_memory_bytes)
   except lease_lib.LeaseHeld as e:  # Another trainer has a point: its status is its own.
     print(f'error: {e}', file=sys.stderr)
     return 0
@@ -141,6 +141,11 @@ def run_group(root: str, launch_id: str, index: int) -> int:
 # ---------------------------------------------------------------------------------------
 # Backends
 # ---------------------------------------------------------------------------------------
+def device_memory_bytes() -> int | None:
+  """--device_memory_gb in bytes; None: what the device reports."""
+  return int(_DEVICE_MEMORY.value * 2**30) or None
+
+
 def worker_command(root: str, launch_id: str, index: int) -> list[str]:
   return [sys.executable, '-m', 'launch.sweep', f'--root={root}', f'--launch={launch_id}',
           f'--only_group={index}', f'--device_memory_gb={_DEVICE_MEMORY.value}',
@@ -271,8 +276,9 @@ def launch_slurm(root: str, launch_id: str, groups: list[list[sweep_lib.Point]])
         tasks_per_node=1, gpus_per_node=_SLURM_GPUS.value,
         slurm_array_parallelism=_SLURM_PARALLELISM.value,
         **({'slurm_partition': _SLURM_PARTITION.value} if _SLURM_PARTITION.value else {}))
-  jobs = executor.map_array(slurm_task, [root] * len(indices), [launch_id] * len(indices),
-                            indices)
+  n = len(indices)
+  jobs = executor.map_array(slurm_task, [root] * n, [launch_id] * n, indices,
+                            [device_memory_bytes()] * n, [main_lib.COMPILATION_CACHE.value] * n)
   print(f'submitted {len(jobs)} array tasks; their logs go to {os.path.join(root, "slurm")}',
         file=sys.stderr)
   if not _SLURM_LOCAL.value:
@@ -287,13 +293,16 @@ def launch_slurm(root: str, launch_id: str, groups: list[list[sweep_lib.Point]])
   return failed
 
 
-def slurm_task(root: str, launch_id: str, index: int) -> int:
-  """What one array task runs (pickled by submitit): the group, with jax.distributed on
-  multi-node tasks (JAX reads the SLURM environment itself)."""
+def slurm_task(root: str, launch_id: str, index: int, device_memory_bytes: int | None = None,
+               compilation_cache: str = '') -> int:
+  """What one array task runs (pickled by submitit, so it takes plain values, never flags):
+  the group, with jax.distributed on multi-node tasks (JAX reads the SLURM environment
+  itself)."""
   if int(os.environ.get('SLURM_NTASKS', '1')) > 1:
     os.environ['ICL_JAX_DISTRIBUTED'] = '1'
+  runtime.enable_compilation_cache(compilation_cache)
   main_lib.initialize_distributed()
-  return run_group(root, launch_id, index)
+  return run_group(root, launch_id, index, device_memory_bytes)
 
 
 def tpu_vm_command(argv: list[str]) -> list[str]:
@@ -394,7 +403,8 @@ def main(argv):
       main_lib.initialize_distributed()
       if _LAUNCH.value is None:
         raise UserError('--only_group needs --launch=<id> (the launcher passes both).')
-      sys.exit(run_group(os.path.abspath(_ROOT.value), _LAUNCH.value, _ONLY_GROUP.value))
+      sys.exit(run_group(os.path.abspath(_ROOT.value), _LAUNCH.value, _ONLY_GROUP.value,
+                         device_memory_bytes()))
     sys.exit(launch(sys.argv))
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)

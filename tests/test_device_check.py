@@ -63,7 +63,7 @@ def test_cpu_mode_runs_every_part(tmp_path):
   assert {r['row'] for r in records if r['part'] == 'throughput' and 'row' in r} == set(rows)
 
   sweep = results['sweep']
-  assert sweep['runs'] == 2 and sweep['vmapped_run_steps_per_sec'] > 0
+  assert sweep['runs'] == 2 and sweep['group_run_steps_per_sec'] > 0
   assert sweep['sequential_run_steps_per_sec'] > 0 and sweep['speedup'] > 0
 
   train = results['train']
