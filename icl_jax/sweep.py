@@ -208,6 +208,33 @@ def point_status(point: Point) -> str:
   return status_lib.run_state(point.workdir, point.config.train.steps)
 
 
+def subroot_name(config_arg: str) -> str:
+  """`experiments/x.py:a=1` -> 'x-a=1': where --subroot puts a sweep inside a used root."""
+  path, arg = split_config_arg(config_arg)
+  stem = os.path.splitext(os.path.basename(path))[0]
+  return re.sub(r'[^A-Za-z0-9.=,_+-]', '_', f'{stem}-{arg}' if arg else stem)
+
+
+def check_root_owner(root: str, config_arg: str) -> None:
+  """UserError if `root` holds the sweep of another experiment or argument: a sweep root
+  belongs to one, so a launch never replaces another sweep's manifest, summary or figures.
+  Experiments compare by file name and argument (a shared root is read from hosts whose
+  checkouts live at different paths)."""
+  manifest = files.read_json(os.path.join(root, SWEEP_FILE))
+  if not isinstance(manifest, dict):
+    return
+  path, arg = split_config_arg(config_arg)
+  theirs_path, theirs_arg = str(manifest.get('experiment')), manifest.get('arg') or None
+  if (os.path.basename(theirs_path), theirs_arg) == (os.path.basename(path), arg):
+    return
+  theirs = theirs_path + (f':{theirs_arg}' if theirs_arg else '')
+  raise UserError(
+      f'Sweep root {root} holds the sweep of {theirs} ({len(manifest.get("points", []))} '
+      f'points); launching {config_arg} there would replace its manifest and report. Pass '
+      f'another --root, or add --subroot to put this sweep in '
+      f'{os.path.join(root, subroot_name(config_arg))}.')
+
+
 def write_manifest(root: str, config_arg: str, points: Sequence[Point],
                    groups: Sequence[Sequence[Point]], backend: str) -> str:
   """Writes each `<workdir>/point.json` and this launch's manifest; returns the launch id.

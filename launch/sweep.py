@@ -83,6 +83,9 @@ _SLURM_NODES = flags.DEFINE_integer('slurm_nodes', 1, 'slurm: nodes per array ta
 _SLURM_TIMEOUT = flags.DEFINE_integer('slurm_timeout_min', 240, 'slurm: minutes per task.')
 _SLURM_PARALLELISM = flags.DEFINE_integer('slurm_array_parallelism', 64,
                                           'slurm: array tasks running at once.')
+_SUBROOT = flags.DEFINE_bool(
+    'subroot', False, 'Put this sweep in <root>/<experiment>[-<arg>] (for a root that holds '
+    'another experiment\'s sweep; a root belongs to one experiment).')
 _TPU = flags.DEFINE_string('tpu', None, 'tpu_vm: TPU VM name.')
 _ZONE = flags.DEFINE_string('zone', None, 'tpu_vm: its zone.')
 _PROJECT = flags.DEFINE_string('project', None, 'tpu_vm: GCP project (default: gcloud\'s).')
@@ -335,6 +338,10 @@ def launch(argv: list[str]) -> int:
   if config_arg is None:
     raise UserError('--config is missing. Pass --config=path/to/experiment.py[:args], e.g. '
                     'experiments/phase_transition_digits.py.')
+  if _SUBROOT.value:
+    root = os.path.join(root, sweep_lib.subroot_name(config_arg))
+    print(f'sweep root: {root}', file=sys.stderr)
+  sweep_lib.check_root_owner(root, config_arg)
   if _BACKEND.value == 'tpu_vm':
     command = tpu_vm_command(argv)
     if _DRY_RUN.value or shutil.which('gcloud') is None:

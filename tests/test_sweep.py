@@ -317,3 +317,35 @@ def test_tpu_vm_runs_the_vmap_sweep_on_every_worker(data_dir, tmp_path):
   assert "pip install --quiet -e '.[tpu]'" in remote and 'ICL_JAX_DISTRIBUTED=1' in remote
   assert 'launch.sweep --backend=vmap' in remote and '--root=/shared/sweep' in remote
   assert 'my-tpu' not in remote.split('launch.sweep', 1)[1]  # --tpu and its value dropped.
+
+
+def test_a_root_belongs_to_one_experiment(data_dir, tmp_path):
+  """Another experiment (or argument) launched on a used root is refused, the root left as
+  it was; --subroot puts it in a sub-root instead."""
+  root, env = str(tmp_path / 'sweep'), _env(tmp_path)
+  points = sweep.expand(EXPERIMENT, root)
+  sweep.write_manifest(root, EXPERIMENT, points, [points], 'vmap')
+  with open(os.path.join(root, sweep.SWEEP_FILE)) as f:
+    before = f.read()
+  other = f'{EXPERIMENT}:widths=8'
+  out = subprocess.run([sys.executable, '-m', 'launch.sweep', f'--config={other}',
+                        f'--root={root}', f'--config.data.data_dir={data_dir}'],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2, out.stderr[-2000:]
+  lines = out.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(f'error: Sweep root {root} holds the sweep '
+                                                 f'of {EXPERIMENT} (4 points)'), out.stderr
+  assert f'add --subroot to put this sweep in {root}/tiny_sweep-widths=8' in lines[0]
+  with open(os.path.join(root, sweep.SWEEP_FILE)) as f:
+    assert f.read() == before
+  # The same experiment again is its own sweep: allowed.
+  same = subprocess.run(_launch(root, data_dir, '--dry_run'), cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=120)
+  assert same.returncode == 0, same.stderr[-2000:]
+  sub = subprocess.run([sys.executable, '-m', 'launch.sweep', f'--config={other}',
+                        f'--root={root}', f'--config.data.data_dir={data_dir}', '--subroot',
+                        '--dry_run'], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=120)
+  assert sub.returncode == 0, sub.stderr[-2000:]
+  assert f'sweep root: {root}/tiny_sweep-widths=8' in sub.stderr
+  assert f'{root}/tiny_sweep-widths=8/' in sub.stdout
