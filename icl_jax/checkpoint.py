@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging as py_logging
 import os
 import sys
+import time
 from typing import Any, Callable
 
 from absl import logging
@@ -35,6 +36,8 @@ CORRUPT_DIRNAME = 'corrupt_checkpoints'
 _MAX_ERROR_CHARS = 300
 # Times a reader starts again from the newest step after the one it read was rotated away.
 _MAX_ROTATION_RETRIES = 5
+# How long a failed step's directory is watched for a rotation's delete to finish.
+_ROTATION_GRACE_S = 1.0
 _abandoned_reads_silenced = False  # The hooks chain, so install them once per process.
 
 
@@ -179,7 +182,7 @@ class Checkpointer:
         try:
           return step, read(step)
         except Exception as e:  # pylint: disable=broad-except
-          if not os.path.isdir(self.step_path(step)):
+          if self._going_away(step):
             logging.info('Checkpoint step %d of %s went away while it was read (rotated by '
                          'a running trainer); reading the newest again.', step, self.workdir)
             rotated = True
@@ -192,6 +195,18 @@ class Checkpointer:
     raise UserError(f'The checkpoints of {self.workdir} were rotated away {_MAX_ROTATION_RETRIES} '
                     f'times while being read: a trainer saves there faster than they can be '
                     f'read. Raise its config.train.keep_checkpoints, or read after it is done.')
+
+  def _going_away(self, step: int) -> bool:
+    """Whether a step that failed to read is being deleted (rotated) rather than damaged:
+    its directory vanishes within a second. A rotation removes files one by one, so a
+    reader can fail on a half-deleted step that still exists for a moment."""
+    deadline = time.monotonic() + _ROTATION_GRACE_S
+    while True:
+      if not os.path.isdir(self.step_path(step)):
+        return True
+      if time.monotonic() > deadline:
+        return False
+      time.sleep(0.05)
 
   def _mark_bad(self, step: int, error: Exception) -> None:
     if step in self._bad:

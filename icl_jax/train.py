@@ -339,7 +339,7 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
         bar.update(1)
         if len(errors) == num_runs:
           break  # Nothing left to train.
-        if stop.requested():
+        if stop.requested(is_due(step, config.train.log_every_steps, total)):
           save(step)  # At the step reached: a resume loses nothing and stays exact.
           preempted = step
           logging.warning('%s: saved step %d; stopping.', stop.name, step)
@@ -382,7 +382,9 @@ class StopSignals:
   the main thread (no handlers can be set there) nothing changes.
 
   All processes of a multi-host run must stop at the same step (orbax saves together):
-  they agree through a tiny all-gather of the flag at every step.
+  they agree through a tiny all-gather of the flag at the logging steps
+  (config.train.log_every_steps), not at every step, which would add a cross-host round
+  trip to each; a single process stops at the next step.
   """
   SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
@@ -406,9 +408,12 @@ class StopSignals:
       raise KeyboardInterrupt  # Asked twice: the user wants out now.
     self.name = signal.Signals(signum).name
 
-  def requested(self) -> bool:
+  def requested(self, agree_now: bool = True) -> bool:
+    """Whether to stop at this step; several processes decide only where `agree_now`."""
     if jax.process_count() == 1:
       return self.name is not None
+    if not agree_now:
+      return False
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     agreed = multihost_utils.process_allgather(np.int32(self.name is not None)).max() > 0
     if agreed and self.name is None:
