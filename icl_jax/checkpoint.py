@@ -70,6 +70,26 @@ def _silence_abandoned_reads() -> None:
   py_logging.getLogger('asyncio').addFilter(is_kept)
 
 
+def _listing_retried(list_steps: Callable[[], Any]) -> Any:
+  """list_steps(), again if a step vanished while orbax listed the steps.
+
+  Orbax lists the step directories, then stats each one: a trainer rotating a step away
+  in between makes the stat raise FileNotFoundError. The listing is simply taken again.
+  """
+  for attempt in range(_MAX_ROTATION_RETRIES):
+    try:
+      return list_steps()
+    except FileNotFoundError:
+      if attempt == _MAX_ROTATION_RETRIES - 1:
+        raise
+      time.sleep(0.05)
+
+
+def _open_manager(path: str, options: ocp.CheckpointManagerOptions) -> ocp.CheckpointManager:
+  return _listing_retried(
+      lambda: ocp.CheckpointManager(path, options=options, item_names=_ITEMS))
+
+
 def directory(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), status_lib.CHECKPOINT_DIR)
 
@@ -82,7 +102,11 @@ def corrupt_directory(workdir: str) -> str:
 class Checkpointer:
   """Saves and restores train states with their config."""
 
-  def __init__(self, workdir: str, keep: int | None = None, read_only: bool = False):
+  def __init__(self, workdir: str, keep: int | None = None, read_only: bool = False,
+               barrier_key: str | None = None):
+    """barrier_key: unique among the Checkpointers that save at once (a sweep group's
+    runs). Orbax names its cross-process barriers by step, so two runs saving step 20
+    together on several processes would meet at one barrier and fail."""
     self.workdir = os.path.abspath(workdir)
     self.directory = directory(workdir)
     self.read_only = read_only
@@ -91,8 +115,10 @@ class Checkpointer:
         max_to_keep=keep, create=not read_only, read_only=read_only,
         # Saving overlaps with training; the device-to-host copy happens before save()
         # returns, so donating the state to the next step is safe.
-        enable_async_checkpointing=True)
-    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
+        enable_async_checkpointing=True,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            barrier_sync_key_prefix=barrier_key))
+    self._manager = _open_manager(self.directory, options)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -117,9 +143,7 @@ class Checkpointer:
     _silence_abandoned_reads()  # A damaged file: as in restore_latest.
     # A manager binds one handler per item on first use, and a partial restore needs
     # another handler than the full one: a manager of its own keeps both usable here.
-    manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(read_only=True),
-        item_names=_ITEMS)
+    manager = _open_manager(self.directory, ocp.CheckpointManagerOptions(read_only=True))
     try:
       restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
           item={'params': abstract_params},
@@ -191,7 +215,7 @@ class Checkpointer:
       if not rotated:
         self._raise_if_all_bad()
         return None
-      self._manager.reload()
+      _listing_retried(self._manager.reload)
     raise UserError(f'The checkpoints of {self.workdir} were rotated away {_MAX_ROTATION_RETRIES} '
                     f'times while being read: a trainer saves there faster than they can be '
                     f'read. Raise its config.train.keep_checkpoints, or read after it is done.')

@@ -141,11 +141,14 @@ def make_group_step(wl: workload_lib.Workload, mesh: jax.sharding.Mesh,
       donate_argnums=0)
 
 
-def check_run(config: ml_collections.ConfigDict, workdir: str) -> checkpoint_lib.Checkpointer:
-  """The run's Checkpointer, after checking that its workdir is writable and holds nothing
-  but this run (UserError otherwise): cheap, nothing is loaded or compiled."""
+def check_run(config: ml_collections.ConfigDict, workdir: str,
+              index: int = 0) -> checkpoint_lib.Checkpointer:
+  """The Checkpointer of the group's run `index`, after checking that its workdir is
+  writable and holds nothing but this run (UserError otherwise): cheap, nothing is loaded
+  or compiled."""
   check_workdir_writable(workdir)
-  ckpt = checkpoint_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  ckpt = checkpoint_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints,
+                                     barrier_key=f'icl_jax_run{index}')
   latest, stored_config = ckpt.latest_config()  # Newest readable; (None, None) if fresh.
   if latest is not None:
     bad = fields_lib.incompatible_fields(stored_config, config)
@@ -207,7 +210,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     raise UserError(f'Two runs of a group share a workdir: {list(workdirs)}. Give each its own.')
   for workdir in workdirs:
     lease_lib.check_free(workdir)  # Before anything is created or read there.
-  ckpts = [check_run(c, w) for c, w in zip(configs, workdirs)]
+  ckpts = [check_run(c, w, i) for i, (c, w) in enumerate(zip(configs, workdirs))]
 
   # --- Mesh: whole runs per device over `run`, each run's batch over `data`. ---
   mesh = sharding.make_mesh(config.mesh, num_runs)

@@ -288,6 +288,19 @@ def test_a_checkpoint_rotated_away_mid_read_is_not_damage(straight_run, tmp_path
   assert not os.path.exists(checkpoint_lib.corrupt_directory(workdir))
 
 
+def test_a_step_gone_while_orbax_lists_the_steps_is_listed_again():
+  attempts = []
+
+  def list_steps():
+    attempts.append(1)
+    if len(attempts) < 3:
+      raise FileNotFoundError('checkpoints/4')
+    return [5]
+
+  assert checkpoint_lib._listing_retried(list_steps) == [5]  # pylint: disable=protected-access
+  assert len(attempts) == 3
+
+
 @pytest.mark.slow
 def test_load_and_evaluate_while_a_trainer_rotates_every_step(straight_run, tmp_path):
   """A trainer that saves every step and keeps one: every read finds a complete one."""
@@ -307,6 +320,8 @@ def test_load_and_evaluate_while_a_trainer_rotates_every_step(straight_run, tmp_
       assert proc.poll() is None, fault_check.tail(log_path)
       assert time.monotonic() < deadline
       time.sleep(0.05)
+    for _ in range(30):  # Orbax lists the steps, then stats each: a rotation in between.
+      checkpoint_lib.Checkpointer(workdir, read_only=True).close()
     steps = [icl_jax.load(workdir).step for _ in range(3)]
     assert steps == sorted(steps) and steps[0] >= 1
     out = str(tmp_path / 'eval')
