@@ -26,6 +26,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from icl_jax import config as config_lib
+from icl_jax import files
 from icl_jax import status as status_lib
 from icl_jax.errors import UserError
 
@@ -292,6 +293,7 @@ def open_run(workdir: str, step: int | None = None
   step=None: the newest checkpoint whose config reads back (unreadable ones are skipped
   with a warning). UserError if the workdir holds no checkpoint, or none at `step`.
   """
+  files.local(workdir, 'Workdir')
   if not os.path.isdir(directory(workdir)):
     raise UserError(f'No checkpoints in {workdir!r}: expected {directory(workdir)}. '
                     f'Pass the --workdir of a training run.')

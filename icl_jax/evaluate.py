@@ -59,6 +59,8 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
                      baseline_names: Sequence[str] | None = None,
                      data_dir: str | None = None) -> dict[str, Any]:
   """Runs the whole meta-test of a checkpoint and writes results.json/.csv/.png."""
+  if out is not None:
+    files.local(out, 'Output directory')
   ckpt, _, config = checkpoint_lib.open_run(workdir, step)
   try:
     config.mesh.data = config.mesh.run = -1  # Whatever devices exist now.

@@ -7,8 +7,29 @@ import contextlib
 import csv
 import json
 import os
+import re
 import socket
 from typing import IO, Any, Iterable, Iterator, Sequence
+
+from icl_jax.errors import UserError
+
+_URL = re.compile(r'^([A-Za-z][A-Za-z0-9+.-]*)://')
+
+
+def local(path: str, what: str) -> str:
+  """`path`, if it is a local (or mounted) one; UserError for a URL such as gs://.
+
+  Workdirs and sweep roots are written with POSIX operations (atomic renames, hard-linked
+  leases), which an object store does not offer. Mounted buckets work: gcsfuse, Filestore.
+  """
+  match = _URL.match(path)
+  if match:
+    bucket = path[match.end():].split('/')[0] or 'BUCKET'
+    raise UserError(f'{what} {path!r} is a {match.group(1)}:// URL, which icl_jax does not '
+                    f'write to: a workdir needs atomic renames and leases, which an object '
+                    f'store lacks. Mount it (e.g. gcsfuse {bucket} /mnt/{bucket}) and pass the '
+                    f'path under the mount.')
+  return path
 
 
 @contextlib.contextmanager

@@ -1,12 +1,14 @@
 """Workdir leases: at most one trainer per workdir at a time; no JAX.
 
-A trainer holds `<workdir>/lease.json` ({host, pid, pid_start, started, heartbeat}) while
-it trains (process 0 of a multi-host run holds it for all). A second trainer, a requeued
-job whose predecessor still runs, or a relaunched sweep finds it and refuses (LeaseHeld,
-one line naming the holder) instead of interleaving metrics and racing orbax's checkpoint
+A trainer holds `<workdir>/lease.json` ({host, pid, pid_start, started, heartbeat}, and on
+SLURM {slurm_job, slurm_restart}) while it trains (process 0 of a multi-host run holds it
+for all). A second trainer, a second submission whose predecessor still runs, or a
+relaunched sweep finds it and refuses (LeaseHeld, one line naming the holder) instead of interleaving metrics and racing orbax's checkpoint
 rotation. A lease is stale, and is taken over with a warning, when its holder is gone: a
-process on this host that no longer exists (kill -9, a crash, a lost node's restart), or
-a heartbeat older than STALE_AFTER_S from any host (a shared disk, another node).
+process on this host that no longer exists (kill -9, a crash, a lost node's restart), an
+earlier run of this same SLURM job (a requeue, perhaps on another node: SLURM runs one
+at a time), or a heartbeat older than STALE_AFTER_S from any host (a shared disk, another
+node).
 
 Taking a lease is atomic on POSIX and NFS: the content is written to a temporary file,
 then hard-linked to `lease.json`, which fails if the name exists. The holder refreshes the
@@ -16,6 +18,7 @@ that the lease is still its own (`Lease.check`).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -32,6 +35,7 @@ HEARTBEAT_S = 30.0
 # A holder on another host is presumed gone after this long without a heartbeat: many
 # heartbeats, so a slow shared disk or a long checkpoint never makes a live lease stale.
 STALE_AFTER_S = 300.0
+_UNREADABLE_RECHECK_S = 0.5
 
 
 class LeaseHeld(UserError):
@@ -49,10 +53,30 @@ def _pid_start(pid: int) -> int | None:
     return None
 
 
+def slurm_job() -> tuple[str, int] | None:
+  """(job, restart count) of the SLURM job this process runs in: an array task's
+  `<array job>_<task>`, else the job id; None outside SLURM."""
+  env = os.environ
+  if 'SLURM_ARRAY_JOB_ID' in env and 'SLURM_ARRAY_TASK_ID' in env:
+    job = f'{env["SLURM_ARRAY_JOB_ID"]}_{env["SLURM_ARRAY_TASK_ID"]}'
+  elif 'SLURM_JOB_ID' in env:
+    job = env['SLURM_JOB_ID']
+  else:
+    return None
+  try:
+    return job, int(env.get('SLURM_RESTART_COUNT', '0'))
+  except ValueError:
+    return job, 0
+
+
 def _me() -> dict[str, Any]:
   now = time.time()
-  return {'host': socket.gethostname(), 'pid': os.getpid(), 'pid_start': _pid_start(os.getpid()),
-          'started': now, 'heartbeat': now}
+  me = {'host': socket.gethostname(), 'pid': os.getpid(), 'pid_start': _pid_start(os.getpid()),
+        'started': now, 'heartbeat': now}
+  job = slurm_job()
+  if job is not None:
+    me['slurm_job'], me['slurm_restart'] = job
+  return me
 
 
 def read(workdir: str) -> dict[str, Any] | None:
@@ -69,6 +93,12 @@ def stale_reason(holder: dict[str, Any] | None, now: float | None = None) -> str
   if holder is None:
     return 'the lease file is unreadable'
   now = time.time() if now is None else now
+  job = slurm_job()
+  restart = holder.get('slurm_restart')
+  if (job is not None and holder.get('slurm_job') == job[0] and isinstance(restart, int)
+      and restart < job[1]):
+    # SLURM runs one instance of a job: this requeued one replaced the holder.
+    return f'its SLURM job {job[0]} was requeued (restart {job[1]} replaces {restart})'
   pid, host = holder.get('pid'), holder.get('host')
   if host == socket.gethostname() and isinstance(pid, int):
     try:
@@ -139,16 +169,12 @@ class Lease:
     path = os.path.join(workdir, LEASE_FILE)
     for _ in range(3):  # A race with another taker is lost at most once or twice.
       record = _me()
-      tmp = f'{path}.new.{record["host"]}.{record["pid"]}'
-      files.write_json(tmp, record)
-      try:
-        os.link(tmp, path)
+      if _create_exclusively(path, record):
         return cls(workdir, record)
-      except FileExistsError:
-        pass
-      finally:
-        os.remove(tmp)
       holder = read(workdir)
+      if holder is None:  # Perhaps created a moment ago without its content yet: look again.
+        time.sleep(_UNREADABLE_RECHECK_S)
+        holder = read(workdir)
       if holder is not None and _is_mine(holder):
         raise RuntimeError(f'This process already holds the lease of {workdir}.')
       reason = stale_reason(holder)
@@ -186,6 +212,35 @@ class Lease:
     holder = read(self.workdir)
     if holder is not None and _is_mine(holder):
       _remove_if(self.path, holder)
+
+
+def _create_exclusively(path: str, record: dict[str, Any]) -> bool:
+  """Writes `record` to `path` if no file has that name; False if one does.
+
+  A hard link of a complete temporary file makes the content appear with the name, at
+  once. Filesystems without hard links (gcsfuse, some FUSE and SMB mounts) get an
+  O_EXCL create instead, whose content follows a moment later: a reader may find it
+  empty, so an unreadable lease is read again before it counts as stale.
+  """
+  tmp = f'{path}.new.{record["host"]}.{record["pid"]}'
+  files.write_json(tmp, record)
+  try:
+    os.link(tmp, path)
+    return True
+  except FileExistsError:
+    return False
+  except OSError as e:
+    if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+      raise
+  finally:
+    os.remove(tmp)
+  try:
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+  except FileExistsError:
+    return False
+  with os.fdopen(fd, 'w') as f:
+    json.dump(record, f)
+  return True
 
 
 def _remove_if(path: str, holder: dict[str, Any] | None) -> None:

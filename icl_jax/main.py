@@ -2,7 +2,7 @@
 
 Override any field with --config.path=value, e.g. --config.train.steps=100.
 Exit codes: 0 trained; 2 a problem to fix (one `error:` line); 75 stopped by SIGTERM,
-SIGUSR1 or Ctrl-C after saving the step reached (rerun to resume).
+SIGUSR1, SIGUSR2 or Ctrl-C after saving the step reached (rerun to resume).
 Multi-host: the launcher sets ICL_JAX_DISTRIBUTED=1 (and, off SLURM/TPU, the
 JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID variables) and every
 process runs this same command.

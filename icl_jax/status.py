@@ -26,7 +26,7 @@ STATES = (DONE, FAILED, RUNNING, PENDING)
 # The word a run stopped by a signal writes (it saved the step it reached): resumable, so
 # its state is RUNNING.
 PREEMPTED = 'preempted'
-# The exit code of a training command stopped by SIGTERM/SIGUSR1 after saving (sysexits'
+# The exit code of a training command stopped by a stop signal after saving (sysexits'
 # EX_TEMPFAIL: try again later); a requeue or a rerun of the same command resumes it.
 EXIT_PREEMPTED = 75
 
@@ -38,6 +38,7 @@ class RunResult:
   summary: dict[str, float]
   error: str | None = None  # Why the run stopped early (divergence, a bad workdir), else None.
   preempted: bool = False  # Stopped by a signal after saving `step`.
+  stop_signal: str | None = None  # Which one (SIGTERM, SIGUSR2, ...), when preempted.
 
 
 def write(result: RunResult, **extra: Any) -> None:
@@ -46,7 +47,8 @@ def write(result: RunResult, **extra: Any) -> None:
   word = FAILED if result.error else PREEMPTED if result.preempted else DONE
   files.write_json(os.path.join(result.workdir, STATUS_FILE), {
       'status': word, 'step': result.step,
-      'summary': result.summary, 'error': result.error, **extra})
+      'summary': result.summary, 'error': result.error,
+      **({'signal': result.stop_signal} if result.preempted else {}), **extra})
 
 
 def read(workdir: str) -> dict[str, Any] | None:

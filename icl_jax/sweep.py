@@ -235,9 +235,19 @@ def check_root_owner(root: str, config_arg: str) -> None:
       f'{os.path.join(root, subroot_name(config_arg))}.')
 
 
+def new_launch_id() -> str:
+  return time.strftime('%Y%m%d-%H%M%S') + f'-{os.getpid()}'
+
+
+def manifest_path(root: str, launch_id: str) -> str:
+  return os.path.join(root, LAUNCH_DIR, f'{launch_id}.json')
+
+
 def write_manifest(root: str, config_arg: str, points: Sequence[Point],
-                   groups: Sequence[Sequence[Point]], backend: str) -> str:
-  """Writes each `<workdir>/point.json` and this launch's manifest; returns the launch id.
+                   groups: Sequence[Sequence[Point]], backend: str,
+                   launch_id: str | None = None) -> str:
+  """Writes each `<workdir>/point.json` and this launch's manifest; returns the launch id
+  (`launch_id`, or a new one).
 
   `<root>/launches/<id>.json` lists the points and this launch's groups; workers read
   their group from it, so a later launch (which regroups what is left) never changes
@@ -247,7 +257,7 @@ def write_manifest(root: str, config_arg: str, points: Sequence[Point],
   for p in points:
     files.write_json(os.path.join(p.workdir, POINT_FILE),
                {'name': p.name, 'overrides': p.overrides, 'config': p.config.to_dict()})
-  launch_id = time.strftime('%Y%m%d-%H%M%S') + f'-{os.getpid()}'
+  launch_id = launch_id or new_launch_id()
   manifest = {
       'launch': launch_id, 'experiment': split_config_arg(config_arg)[0],
       'arg': split_config_arg(config_arg)[1], 'backend': backend,
@@ -255,32 +265,41 @@ def write_manifest(root: str, config_arg: str, points: Sequence[Point],
                   'overrides': p.overrides} for p in points],
       'groups': [[os.path.relpath(p.workdir, root) for p in g] for g in groups],
   }
-  files.write_json(os.path.join(root, LAUNCH_DIR, f'{launch_id}.json'), manifest)
+  files.write_json(manifest_path(root, launch_id), manifest)
   files.write_json(os.path.join(root, SWEEP_FILE), manifest)
   return launch_id
 
 
-def read_group(root: str, launch_id: str, index: int) -> list[Point]:
-  """The points of group `index` of launch `launch_id` under `root` (for worker processes)."""
-  path = os.path.join(root, LAUNCH_DIR, f'{launch_id}.json')
+def _manifest_groups(root: str, launch_id: str) -> list[list[str]]:
+  path = manifest_path(root, launch_id)
   try:
     with open(path) as f:
-      groups = json.load(f)['groups']
+      return json.load(f)['groups']
   except (OSError, json.JSONDecodeError, KeyError) as e:
     raise UserError(f'Cannot read the launch manifest {path} ({e}). Start workers through '
                     f'python -m launch.sweep --config ... --root {root}.') from None
+
+
+def read_launch(root: str, launch_id: str) -> list[list[Point]]:
+  """Every group of launch `launch_id` under `root`, as its workers train them."""
+  return [[_read_point(os.path.join(os.path.abspath(root), rel)) for rel in group]
+          for group in _manifest_groups(root, launch_id)]
+
+
+def read_group(root: str, launch_id: str, index: int) -> list[Point]:
+  """The points of group `index` of launch `launch_id` under `root` (for worker processes)."""
+  groups = _manifest_groups(root, launch_id)
   if not 0 <= index < len(groups):
     raise UserError(f'Group {index} does not exist: launch {launch_id} has groups '
                     f'0..{len(groups) - 1}.')
-  points = []
-  for rel in groups[index]:
-    workdir = os.path.join(os.path.abspath(root), rel)
-    try:
-      with open(os.path.join(workdir, POINT_FILE)) as f:
-        p = json.load(f)
-      points.append(Point(p['name'], p['overrides'], config_lib.from_dict(p['config']),
-                          workdir))
-    except (OSError, json.JSONDecodeError, KeyError) as e:
-      raise UserError(f'Cannot read {os.path.join(workdir, POINT_FILE)} ({e}); relaunch the '
-                      f'sweep to rewrite it.') from None
-  return points
+  return [_read_point(os.path.join(os.path.abspath(root), rel)) for rel in groups[index]]
+
+
+def _read_point(workdir: str) -> Point:
+  try:
+    with open(os.path.join(workdir, POINT_FILE)) as f:
+      p = json.load(f)
+    return Point(p['name'], p['overrides'], config_lib.from_dict(p['config']), workdir)
+  except (OSError, json.JSONDecodeError, KeyError) as e:
+    raise UserError(f'Cannot read {os.path.join(workdir, POINT_FILE)} ({e}); relaunch the '
+                    f'sweep to rewrite it.') from None

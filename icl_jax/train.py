@@ -8,8 +8,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import signal
-import threading
 import time
 from typing import Any, Sequence
 
@@ -25,12 +23,14 @@ from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import config as config_lib
 from icl_jax import evaluator as evaluator_lib
 from icl_jax import fields as fields_lib
+from icl_jax import files
 from icl_jax import lease as lease_lib
 from icl_jax import metrics as metrics_lib
 from icl_jax import packing
 from icl_jax import sharding
 from icl_jax import status as status_lib
 from icl_jax import steps
+from icl_jax import stopping
 from icl_jax import workload as workload_lib
 from icl_jax.errors import UserError
 
@@ -171,13 +171,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if result.error:
     raise UserError(result.error)
   if result.preempted:
-    raise Preempted(f'stopped by a signal after saving step {result.step} in {workdir}; '
-                    f'rerun the same command to resume.')
+    raise Preempted(f'stopped by {result.stop_signal} after saving step {result.step} in '
+                    f'{workdir}; rerun the same command to resume.')
   return result.summary
 
 
 class Preempted(Exception):
-  """Training stopped on SIGTERM/SIGUSR1 after saving the step it reached (StopSignals)."""
+  """Training stopped by a stop signal after saving the step it reached (icl_jax/stopping.py)."""
 
 
 def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
@@ -209,6 +209,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   if len(set(map(os.path.abspath, workdirs))) < num_runs:
     raise UserError(f'Two runs of a group share a workdir: {list(workdirs)}. Give each its own.')
   for workdir in workdirs:
+    files.local(workdir, 'Workdir')
     lease_lib.check_free(workdir)  # Before anything is created or read there.
   ckpts = [check_run(c, w, i) for i, (c, w) in enumerate(zip(configs, workdirs))]
 
@@ -225,9 +226,12 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     size = fits * mesh.shape[sharding.RUN]
     logging.warning('%d runs of ~%.0f MB would not fit in device memory: training them in '
                     'chunks of %d.', num_runs, packing.run_bytes(wl) / 1e6, size)
-    return [result for i in range(0, num_runs, size)
-            for result in train_group(configs[i:i + size], workdirs[i:i + size],
-                                      device_memory_bytes)]
+    results = []
+    for i in range(0, num_runs, size):
+      results += train_group(configs[i:i + size], workdirs[i:i + size], device_memory_bytes)
+      if any(r.preempted for r in results):
+        break  # Stopped by a signal: the later chunks wait for the relaunch.
+    return results
   # --- Leases: one trainer per workdir (process 0 holds them for all processes). ---
   leases = take_leases(workdirs, ckpts) if jax.process_index() == 0 else []
 
@@ -333,8 +337,9 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
 
   step = start
   preempted = None  # The step saved when a stop signal arrived.
+  stop_signal = None
   try:
-    with StopSignals() as stop:
+    with stopping.StopSignals() as stop:
       for step in range(start + 1, total + 1):
         state, device_metrics = train_step(state, runs, x_NxD, y_N)
         drain()
@@ -342,9 +347,9 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
         bar.update(1)
         if len(errors) == num_runs:
           break  # Nothing left to train.
-        if stop.requested():
+        if stop.requested(step):
           save(step)  # At the step reached: a resume loses nothing and stays exact.
-          preempted = step
+          preempted, stop_signal = step, stop.name
           logging.warning('%s: saved step %d; stopping.', stop.name, step)
           break
         if is_due(step, config.train.eval_every_steps, total):
@@ -366,7 +371,8 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
 
   results = [status_lib.RunResult(os.path.abspath(w), errors[r][0], {}, errors[r][1])
              if r in errors else
-             status_lib.RunResult(os.path.abspath(w), preempted, {}, preempted=True)
+             status_lib.RunResult(os.path.abspath(w), preempted, {}, preempted=True,
+                                  stop_signal=stop_signal)
              if preempted is not None else
              status_lib.RunResult(os.path.abspath(w), max(start, total), summaries[r])
              for r, w in enumerate(workdirs)]
@@ -375,44 +381,6 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
     write_status(result, num_params=wl.num_params(), num_classes=wl.num_classes,
                  state_size=wl.state_size(), seconds=seconds)
   return results
-
-
-class StopSignals:
-  """SIGTERM (what SLURM, TPU maintenance events and `kill` send), SIGUSR1 (SLURM's
-  pre-timeout signal, `sbatch --signal=USR1@120`) and a first Ctrl-C (SIGINT) ask training
-  to save at the next step boundary and stop; the run's status becomes `preempted` and the
-  command exits with status.EXIT_PREEMPTED. A second Ctrl-C interrupts at once. Outside
-  the main thread (no handlers can be set there) nothing changes.
-
-  A multi-host run keeps the default handlers for now: its processes would have to agree
-  on the step to save at (orbax saves together), and a cross-host all-gather of the flag in
-  the loop made orbax's own barriers time out in tests.
-  """
-  SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
-
-  def __init__(self):
-    self.name: str | None = None
-    self._previous: dict[int, Any] = {}
-
-  def __enter__(self) -> StopSignals:
-    if (threading.current_thread() is threading.main_thread() and
-        jax.process_count() == 1):
-      for sig in self.SIGNALS:
-        self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def __exit__(self, *exc) -> None:
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-
-  def _handle(self, signum, frame) -> None:
-    del frame
-    if signum == signal.SIGINT and self.name == 'SIGINT':
-      raise KeyboardInterrupt  # Asked twice: the user wants out now.
-    self.name = signal.Signals(signum).name
-
-  def requested(self) -> bool:
-    return self.name is not None
 
 
 def take_leases(workdirs: Sequence[str],

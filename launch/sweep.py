@@ -16,9 +16,10 @@ Backends (--backend):
           in chunks (--device_memory_gb overrides what the device reports).
   local   each point alone; --parallel N runs N at once (each sees one GPU via
           CUDA_VISIBLE_DEVICES on GPU hosts).
-  slurm   one SLURM array task per group through submitit; without sbatch on this host it
-          prints the sbatch script instead, and --slurm_local runs the same array here with
-          submitit's local executor.
+  slurm   one SLURM array task per group through submitit, one process per GPU, requeued
+          after a time-out or preemption (launch/slurm.py); --dry_run prints the sbatch
+          script, as does a host without sbatch; --slurm_local runs the same array here
+          with submitit's local executor.
   tpu_vm  runs this command with --backend vmap on every worker of a Cloud TPU VM through
           launch/tpu_vm.sh (needs --tpu and --zone; prints the command if gcloud is absent).
 
@@ -53,11 +54,14 @@ from icl_jax import lease as lease_lib
 from icl_jax import main as main_lib
 from icl_jax import status as status_lib
 from icl_jax import sweep as sweep_lib
-from icl_jax import train
 from icl_jax.errors import UserError
+from launch import slurm
+from launch import worker
 
 BACKENDS = ('vmap', 'local', 'slurm', 'tpu_vm')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# How long TPU VM workers 1..n-1 wait for worker 0's launch manifest.
+MANIFEST_WAIT_S = 600.0
 
 _ROOT = flags.DEFINE_string('root', None, 'Directory holding one workdir per point.')
 _BACKEND = flags.DEFINE_enum('backend', 'vmap', BACKENDS, 'How to run the points.')
@@ -73,72 +77,15 @@ _CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', 0, 'On a CPU host, split it into this many XLA devices for each worker '
     '(the run axis spreads a group over them); 0: leave XLA_FLAGS alone.')
 _ONLY_GROUP = flags.DEFINE_integer('only_group', None, 'Worker mode: train group I of a launch.')
-_LAUNCH = flags.DEFINE_string('launch', None, 'Worker mode: the launch id (its manifest is '
-                              '<root>/launches/<id>.json).')
-_SLURM_LOCAL = flags.DEFINE_bool('slurm_local', False, 'slurm: run the array with submitit '
-                                 'locally (for testing the path without a cluster).')
-_SLURM_PARTITION = flags.DEFINE_string('slurm_partition', None, 'slurm: partition.')
-_SLURM_GPUS = flags.DEFINE_integer('slurm_gpus_per_node', 1, 'slurm: GPUs per array task.')
-_SLURM_NODES = flags.DEFINE_integer('slurm_nodes', 1, 'slurm: nodes per array task.')
-_SLURM_TIMEOUT = flags.DEFINE_integer('slurm_timeout_min', 240, 'slurm: minutes per task.')
-_SLURM_PARALLELISM = flags.DEFINE_integer('slurm_array_parallelism', 64,
-                                          'slurm: array tasks running at once.')
+_LAUNCH = flags.DEFINE_string(
+    'launch', None, 'The launch id (its manifest is <root>/launches/<id>.json): a worker\'s '
+    'group comes from it; the tpu_vm backend gives every TPU VM worker the same one.')
 _SUBROOT = flags.DEFINE_bool(
     'subroot', False, 'Put this sweep in <root>/<experiment>[-<arg>] (for a root that holds '
     'another experiment\'s sweep; a root belongs to one experiment).')
 _TPU = flags.DEFINE_string('tpu', None, 'tpu_vm: TPU VM name.')
 _ZONE = flags.DEFINE_string('zone', None, 'tpu_vm: its zone.')
 _PROJECT = flags.DEFINE_string('project', None, 'tpu_vm: GCP project (default: gcloud\'s).')
-
-
-# ---------------------------------------------------------------------------------------
-# Worker: one group, in this process
-# ---------------------------------------------------------------------------------------
-def run_group(root: str, launch_id: str, index: int,
-              device_memory_bytes: int | None = None) -> int:
-  """Trains group `index` of a launch; returns an exit code.
-
-  Every point ends with a status.json (done, failed or preempted): a point whose workdir
-  is unusable fails alone, before the others train; a run that diverges fails without
-  stopping them. Exit code 0 means every status is written, whatever it says;
-  status.EXIT_PREEMPTED that a stop signal made the group save and stop.
-  """
-  points = sweep_lib.read_group(root, launch_id, index)
-  usable = []
-  for p in points:
-    holder = lease_lib.live_holder(p.workdir)
-    if holder is not None:
-      print(f'skipping {p.name}: being trained by {lease_lib.describe(holder)}', file=sys.stderr)
-      continue
-    try:
-      train.check_run(p.config, p.workdir).close()
-      usable.append(p)
-    except UserError as e:
-      train.write_status(status_lib.RunResult(p.workdir, sweep_lib.latest_step(p.workdir), {},
-                                              str(e)))
-      print(f'error: {p.name}: {e}', file=sys.stderr)
-  if not usable:
-    return 0
-  try:
-    results = train.train_group([p.config for p in usable], [p.workdir for p in usable],
-                                device_memory_bytes=device_memory_bytes)
-  except lease_lib.LeaseHeld as e:  # Another trainer has a point: its status is its own.
-    print(f'error: {e}', file=sys.stderr)
-    return 0
-  except UserError as e:  # Shared by the whole group (e.g. the dataset is not prepared).
-    for p in usable:
-      train.write_status(status_lib.RunResult(p.workdir, sweep_lib.latest_step(p.workdir), {},
-                                              str(e)))
-    print(f'error: {e}', file=sys.stderr)
-    return 0
-  for r in results:
-    if r.error:
-      print(f'error: {r.workdir}: {r.error}', file=sys.stderr)
-  if any(r.preempted for r in results):
-    print(f'preempted: group {index} saved step {results[0].step} of its runs; relaunch to '
-          f'resume.', file=sys.stderr)
-    return status_lib.EXIT_PREEMPTED
-  return 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -254,40 +201,23 @@ def report_group(points: list[sweep_lib.Point], returncode: int | str, log: str)
 
 
 def launch_slurm(root: str, launch_id: str, groups: list[list[sweep_lib.Point]]) -> int:
-  """One array task per group, submitted (or run here, or printed) through submitit."""
-  import submitit  # pylint: disable=g-import-not-at-top
-  folder = os.path.join(root, 'slurm', '%j')
-  indices = list(range(len(groups)))
-  if _SLURM_LOCAL.value:
-    executor = submitit.AutoExecutor(folder=folder, cluster='local')
-    executor.update_parameters(timeout_min=_SLURM_TIMEOUT.value)
-  elif shutil.which('sbatch') is None:
-    from submitit.slurm import slurm  # pylint: disable=g-import-not-at-top
-    print(slurm._make_sbatch_string(  # pylint: disable=protected-access
-        f'python -u -m submitit.core._submit {shlex.quote(folder)}', folder, job_name='icl_jax',
-        time=_SLURM_TIMEOUT.value, nodes=_SLURM_NODES.value, ntasks_per_node=1,
-        gpus_per_node=_SLURM_GPUS.value, partition=_SLURM_PARTITION.value,
-        array_parallelism=_SLURM_PARALLELISM.value, map_count=len(groups)))
+  """One array task per group, submitted (or run here, or printed) through submitit;
+  returns how many points failed (known only when run here)."""
+  folder = slurm_folder(root)
+  if not slurm.local() and shutil.which('sbatch') is None:
+    print(slurm.sbatch_script(folder, len(groups)))
     print(f'# sbatch is not on this host: above is the array script submitit submits from a '
           f'SLURM login node (one task per group, {len(groups)} groups). Run this command '
           f'there, or add --slurm_local to run the same array here.', file=sys.stderr)
     return 0
-  else:
-    executor = submitit.AutoExecutor(folder=folder, cluster='slurm')
-    executor.update_parameters(
-        name='icl_jax', timeout_min=_SLURM_TIMEOUT.value, nodes=_SLURM_NODES.value,
-        tasks_per_node=1, gpus_per_node=_SLURM_GPUS.value,
-        slurm_array_parallelism=_SLURM_PARALLELISM.value,
-        **({'slurm_partition': _SLURM_PARTITION.value} if _SLURM_PARTITION.value else {}))
-  n = len(indices)
-  jobs = executor.map_array(slurm_task, [root] * n, [launch_id] * n, indices,
-                            [device_memory_bytes()] * n, [main_lib.COMPILATION_CACHE.value] * n)
+  jobs = slurm.submit(folder, root, launch_id, len(groups), device_memory_bytes(),
+                      main_lib.COMPILATION_CACHE.value)
   print(f'submitted {len(jobs)} array tasks; their logs go to {os.path.join(root, "slurm")}',
         file=sys.stderr)
-  if not _SLURM_LOCAL.value:
+  if not slurm.local():
     return 0  # The cluster runs them; relaunch later to see what finished.
   failed = 0
-  for index, job in zip(indices, jobs):
+  for index, job in enumerate(jobs):
     try:
       code = job.result()
     except Exception as e:  # pylint: disable=broad-except
@@ -296,44 +226,82 @@ def launch_slurm(root: str, launch_id: str, groups: list[list[sweep_lib.Point]])
   return failed
 
 
-def slurm_task(root: str, launch_id: str, index: int, device_memory_bytes: int | None = None,
-               compilation_cache: str = '') -> int:
-  """What one array task runs (pickled by submitit, so it takes plain values, never flags):
-  the group, with jax.distributed on multi-node tasks (JAX reads the SLURM environment
-  itself)."""
-  if int(os.environ.get('SLURM_NTASKS', '1')) > 1:
-    os.environ['ICL_JAX_DISTRIBUTED'] = '1'
-  runtime.enable_compilation_cache(compilation_cache)
-  main_lib.initialize_distributed()
-  return run_group(root, launch_id, index, device_memory_bytes)
+def slurm_folder(root: str) -> str:
+  return os.path.join(root, 'slurm', '%j')
 
 
 def tpu_vm_command(argv: list[str]) -> list[str]:
-  """This launch, rerun with --backend vmap on every TPU VM worker by launch/tpu_vm.sh."""
+  """This launch, rerun with --backend vmap on every TPU VM worker by launch/tpu_vm.sh.
+
+  The workers run it in a copy of this checkout, so the config file is named relative to
+  it; and under one launch id chosen here, so that worker 0 alone writes the launch's
+  manifest and the others train the very groups it lists (their views of a shared disk
+  may differ for a moment, and different groups would mean mismatched collectives).
+  """
   if not (_TPU.value and _ZONE.value):
     raise UserError('--backend tpu_vm needs --tpu NAME and --zone ZONE (and optionally '
                     '--project) of the TPU VM.')
-  inner, skip_value = [], False
-  for a in argv[1:]:
-    if skip_value:
-      skip_value = False
-      continue
+  if not os.path.isabs(_ROOT.value):
+    raise UserError(f'--root={_ROOT.value} is relative: on the TPU VM workers it would name a '
+                    f'folder of each worker\'s own disk. Pass the absolute path of a filesystem '
+                    f'every worker mounts at the same place (e.g. /mnt/shared/sweeps/x).')
+  inner = []
+  words = iter(argv[1:])
+  for a in words:
     name = a.split('=', 1)[0]
-    if name in ('--backend', '--tpu', '--zone', '--project'):
-      skip_value = '=' not in a  # `--tpu NAME`: its value is the next word.
+    if name in ('--backend', '--tpu', '--zone', '--project', '--launch'):
+      if '=' not in a:
+        next(words, None)  # `--tpu NAME`: its value is the next word.
+      continue
+    if name == '--config':
+      value = a.split('=', 1)[1] if '=' in a else next(words, '')
+      inner.append(f'--config={_in_checkout(value)}')
       continue
     inner.append(a)
-  command = ['python', '-m', 'launch.sweep', '--backend=vmap'] + inner
+  command = (['python', '-m', 'launch.sweep', '--backend=vmap',
+              f'--launch={sweep_lib.new_launch_id()}'] + inner)
   script = os.path.join(REPO, 'launch', 'tpu_vm.sh')
   return (['bash', script, f'--tpu={_TPU.value}', f'--zone={_ZONE.value}'] +
           ([f'--project={_PROJECT.value}'] if _PROJECT.value else []) + ['--'] + command)
+
+
+def _in_checkout(config_arg: str) -> str:
+  """`path[:arg]` with the path relative to this checkout (what tpu_vm.sh ships)."""
+  path, arg = sweep_lib.split_config_arg(config_arg)
+  relative = os.path.relpath(os.path.abspath(path), REPO)
+  if relative.startswith(os.pardir + os.sep):
+    raise UserError(f'--config={path} is outside this checkout ({REPO}), which is all that '
+                    f'launch/tpu_vm.sh copies to the TPU VM workers. Copy the experiment file '
+                    f'into the checkout (e.g. experiments/) and pass that path.')
+  return relative + (f':{arg}' if arg is not None else '')
+
+
+def follow_launch(root: str, launch_id: str) -> list[list[sweep_lib.Point]]:
+  """The groups of a launch another worker writes (tpu_vm workers 1..n-1), once it is there."""
+  path = sweep_lib.manifest_path(root, launch_id)
+  deadline = time.monotonic() + MANIFEST_WAIT_S
+  while not os.path.exists(path):
+    if time.monotonic() > deadline:
+      raise UserError(f'Worker 0 wrote no launch manifest {path} in {MANIFEST_WAIT_S:.0f} s. '
+                      f'Is --root on a filesystem every worker sees? Check worker 0\'s output.')
+    time.sleep(1.0)
+  return sweep_lib.read_launch(root, launch_id)
+
+
+def worker_index() -> int:
+  """This host's index among the TPU VM workers (launch/tpu_vm.sh sets ICL_JAX_WORKER from
+  the metadata server); 0 elsewhere."""
+  try:
+    return int(os.environ.get('ICL_JAX_WORKER', '0'))
+  except ValueError:
+    return 0
 
 
 # ---------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------
 def launch(argv: list[str]) -> int:
-  root = os.path.abspath(_ROOT.value)
+  root = os.path.abspath(files.local(_ROOT.value, 'Sweep root'))
   config_arg = main_lib.config_arg(argv)
   if config_arg is None:
     raise UserError('--config is missing. Pass --config=path/to/experiment.py[:args], e.g. '
@@ -351,6 +319,13 @@ def launch(argv: list[str]) -> int:
       return 0
     return subprocess.call(command)
 
+  if _LAUNCH.value and worker_index() > 0:  # Worker 0 chose the groups.
+    groups = follow_launch(root, _LAUNCH.value)
+    print(f'worker {worker_index()}: launch {_LAUNCH.value}, {len(groups)} group(s) written by '
+          f'worker 0', file=sys.stderr)
+    failed, stopped = run_subprocesses(root, _LAUNCH.value, groups, _PARALLEL.value)
+    return status_lib.EXIT_PREEMPTED if stopped else 1 if failed else 0
+
   points = sweep_lib.expand(config_arg, root, main_lib.CONFIG.value)
   status = {p.workdir: sweep_lib.point_status(p) for p in points}
   # Points another live process is training (an earlier launch's workers, a requeued job)
@@ -366,6 +341,8 @@ def launch(argv: list[str]) -> int:
   counts = {s: list(status.values()).count(s) for s in status_lib.STATES}
   print(f'{len(points)} points in {root}: ' + ', '.join(f'{n} {s}' for s, n in counts.items()) +
         f'; {len(todo)} to run in {len(groups)} group(s) ({_BACKEND.value})', file=sys.stderr)
+  if _BACKEND.value == 'slurm':
+    slurm.parameters()  # A bad --slurm_* value: one line, before anything is written.
   if _DRY_RUN.value:
     for i, group in enumerate(groups):
       print(f'group {i} ({len(group)} runs):')
@@ -374,8 +351,12 @@ def launch(argv: list[str]) -> int:
     for p in points:
       if status[p.workdir] == status_lib.DONE:
         print(f'[{status_lib.DONE}] {p.name}  ->  {p.workdir}')
+    if _BACKEND.value == 'slurm' and groups:
+      print(f'# The array script this launch would submit (sbatch, through submitit):\n'
+            f'{slurm.sbatch_script(slurm_folder(root), len(groups))}')
     return 0
-  launch_id = sweep_lib.write_manifest(root, config_arg, points, groups, _BACKEND.value)
+  launch_id = sweep_lib.write_manifest(root, config_arg, points, groups, _BACKEND.value,
+                                       _LAUNCH.value)
   for p in todo:  # Being (re)trained: an old status would mask a crash of this launch.
     status_lib.remove(p.workdir)
   if not groups:
@@ -384,7 +365,7 @@ def launch(argv: list[str]) -> int:
     return 0
   if _BACKEND.value == 'slurm':
     failed = launch_slurm(root, launch_id, groups)
-    if not _SLURM_LOCAL.value:
+    if not slurm.local():
       return 0  # Submitted or printed: the points finish later, elsewhere.
   else:
     failed, stopped = run_subprocesses(root, launch_id, groups, _PARALLEL.value)
@@ -406,12 +387,10 @@ def main(argv):
     if _ROOT.value is None:
       raise UserError('--root is missing: pass the directory for the sweep\'s workdirs.')
     if _ONLY_GROUP.value is not None:
-      runtime.enable_compilation_cache(main_lib.COMPILATION_CACHE.value)
-      main_lib.initialize_distributed()
       if _LAUNCH.value is None:
         raise UserError('--only_group needs --launch=<id> (the launcher passes both).')
-      sys.exit(run_group(os.path.abspath(_ROOT.value), _LAUNCH.value, _ONLY_GROUP.value,
-                         device_memory_bytes()))
+      sys.exit(worker.start(os.path.abspath(_ROOT.value), _LAUNCH.value, _ONLY_GROUP.value,
+                            device_memory_bytes(), main_lib.COMPILATION_CACHE.value))
     sys.exit(launch(sys.argv))
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)

@@ -6,14 +6,18 @@
 #       --config experiments/phase_transition_mnist.py --root /mnt/shared/sweeps/mnist
 #
 # Steps: (1) pack this checkout's files (tracked and new, not ignored), copy them to every worker
-# (~/icl_jax, override with ICL_JAX_REMOTE_DIR); (2) on each worker, create .venv and
-# `pip install -e .[tpu]` once (a stamp file skips it next time, unless pyproject.toml
-# changed); (3) run the command there with ICL_JAX_DISTRIBUTED=1: jax.distributed finds
-# the other workers itself on Cloud TPU. --root / --workdir must be a filesystem every
-# worker sees at the same path (Filestore/NFS, or a gcsfuse mount).
+# (~/icl_jax, override with ICL_JAX_REMOTE_DIR); (2) on each worker, create .venv with a
+# Python that jax supports (>= 3.11: python3.13/3.12/3.11 if the image has one, else one
+# that uv fetches, since TPU VM images ship 3.10) and `pip install -e .[tpu]` once (a stamp
+# file skips it next time, unless pyproject.toml changed); (3) run the command there with
+# ICL_JAX_DISTRIBUTED=1 (jax.distributed finds the other workers itself on Cloud TPU),
+# ICL_JAX_WORKER=<this worker's index> (from the metadata server), and this shell's
+# TFDS_DATA_DIR, JAX_* and ICL_JAX_* variables (not JAX_PLATFORMS, nor the per-process
+# JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID). --root / --workdir must be
+# a filesystem every worker sees at the same path (Filestore/NFS, or a gcsfuse mount).
 set -euo pipefail
 
-usage() { sed -n '2,13p' "$0" >&2; exit 2; }
+usage() { sed -n '2,19p' "$0" >&2; exit 2; }
 
 TPU="" ZONE="" PROJECT=""
 while [[ $# -gt 0 ]]; do
@@ -42,16 +46,41 @@ ARCHIVE="$(mktemp -d)/icl_jax.tar.gz"
 (cd "$REPO" && git ls-files -z --cached --others --exclude-standard | tar --null -czf "$ARCHIVE" -T -)
 "${GCLOUD[@]}" scp "${TARGET[@]}" "$ARCHIVE" "$TPU:~/icl_jax.tar.gz"
 
+# The variables the command should see there as here.
+FORWARD=""
+for name in $(compgen -e); do
+  case "$name" in
+    JAX_PLATFORMS|JAX_COORDINATOR_ADDRESS|JAX_NUM_PROCESSES|JAX_PROCESS_ID) ;;
+    ICL_JAX_DISTRIBUTED|ICL_JAX_WORKER|ICL_JAX_REMOTE_DIR) ;;
+    TFDS_DATA_DIR|JAX_*|ICL_JAX_*) FORWARD+="export $name=$(printf '%q' "${!name}")"$'\n' ;;
+  esac
+done
+
 # (2) + (3): unpack, bootstrap the venv once, run.
 COMMAND="$(printf '%q ' "$@")"
 REMOTE="set -euo pipefail
 mkdir -p ~/$REMOTE_DIR && tar -xzf ~/icl_jax.tar.gz -C ~/$REMOTE_DIR && cd ~/$REMOTE_DIR
 if ! cmp -s pyproject.toml .venv/.installed; then
-  python3 -m venv .venv
-  .venv/bin/pip install --quiet --upgrade pip
-  .venv/bin/pip install --quiet -e '.[tpu]'
+  rm -rf .venv
+  PY=''
+  for candidate in python3.13 python3.12 python3.11; do
+    if command -v \$candidate >/dev/null && \$candidate -c 'import ensurepip' 2>/dev/null; then
+      PY=\$candidate; break
+    fi
+  done
+  if [[ -n \"\$PY\" ]]; then
+    \$PY -m venv .venv
+    .venv/bin/pip install --quiet --upgrade pip
+    .venv/bin/pip install --quiet -e '.[tpu]'
+  else
+    python3 -m pip install --user --quiet uv
+    ~/.local/bin/uv venv --quiet --python 3.11 .venv
+    ~/.local/bin/uv pip install --quiet --python .venv/bin/python -e '.[tpu]'
+  fi
   cp pyproject.toml .venv/.installed
 fi
-export ICL_JAX_DISTRIBUTED=1 PATH=\"\$PWD/.venv/bin:\$PATH\"
+WORKER=\$(curl -sf -H Metadata-Flavor:Google \\
+  http://metadata.google.internal/computeMetadata/v1/instance/attributes/agent-worker-number || echo 0)
+${FORWARD}export ICL_JAX_DISTRIBUTED=1 ICL_JAX_WORKER=\$WORKER PATH=\"\$PWD/.venv/bin:\$PATH\"
 $COMMAND"
 "${GCLOUD[@]}" ssh "${TARGET[@]}" --command="$REMOTE"

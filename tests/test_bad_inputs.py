@@ -277,6 +277,26 @@ def test_cli_bad_input_gives_one_clear_line(data_dir, unchanged, no_get_config, 
   assert re.search(message, out.stderr), out.stderr
 
 
+@pytest.mark.parametrize('module,args,what', [
+    ('icl_jax.main', ['--config', f'{REPO}/experiments/gpicl_digits.py:smoke',
+                      '--workdir', 'gs://my-bucket/run1'], "Workdir 'gs://my-bucket/run1'"),
+    ('launch.sweep', ['--config', f'{REPO}/tests/experiments/tiny_sweep.py',
+                      '--root', 'gs://my-bucket/sweep'], "Sweep root 'gs://my-bucket/sweep'"),
+    ('icl_jax.evaluate', ['--workdir', 's3://my-bucket/run1'], "Workdir 's3://my-bucket/run1'"),
+    ('icl_jax.report', ['--root', 'gs://my-bucket/sweep'], "Sweep root 'gs://my-bucket/sweep'"),
+])
+def test_a_remote_url_is_one_line_and_no_local_folder(tmp_path, module, args, what):
+  """`gs://b/x` once made a local folder named `gs:` and ended in a traceback."""
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1',
+             PYTHONPATH=REPO)
+  out = subprocess.run([sys.executable, '-m', module, *args], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2 and 'Traceback' not in out.stderr, out.stderr[-3000:]
+  errors = [line for line in out.stderr.splitlines() if line.startswith('error:')]
+  assert len(errors) == 1 and what in errors[0] and '/mnt/my-bucket' in errors[0], out.stderr
+  assert os.listdir(tmp_path) == []
+
+
 # ---------------------------------------------------------------------------------------
 # Property: any value in these fields is refused with a message, or trains one step.
 # ---------------------------------------------------------------------------------------

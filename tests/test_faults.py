@@ -95,9 +95,10 @@ def test_stop_signal_saves_the_step_reached_and_the_resume_is_exact(straight_run
   assert 'Traceback' not in log
   status = status_lib.read(workdir)
   assert status['status'] == 'preempted' and status['step'] < LAST
+  assert status['signal'] == signum.name
   # Saved at the step reached, not only at the last periodic checkpoint.
   assert max(fault_check.complete_steps(workdir)) == status['step']
-  assert (f'preempted: stopped by a signal after saving step {status["step"]} in '
+  assert (f'preempted: stopped by {signum.name} after saving step {status["step"]} in '
           f'{workdir}; rerun the same command to resume.') in log
   assert status_lib.run_state(workdir, LAST) == status_lib.RUNNING
   assert not os.path.exists(os.path.join(workdir, 'lease.json'))  # Released.

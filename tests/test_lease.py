@@ -79,6 +79,27 @@ def test_staleness(tmp_path, holder, stale):
   assert (reason is None) if stale is None else (stale in reason), reason
 
 
+@pytest.mark.parametrize('holder_job,holder_restart,stale', [
+    ('700_3', 0, 'its SLURM job 700_3 was requeued (restart 1 replaces 0)'),
+    ('700_3', 1, None),  # This very run of the job, on another node: live.
+    ('700_4', 0, None),  # Another array task.
+])
+def test_a_requeued_slurm_job_takes_over_its_earlier_run(tmp_path, monkeypatch, holder_job,
+                                                         holder_restart, stale):
+  monkeypatch.setenv('SLURM_ARRAY_JOB_ID', '700')
+  monkeypatch.setenv('SLURM_ARRAY_TASK_ID', '3')
+  monkeypatch.setenv('SLURM_RESTART_COUNT', '1')
+  record = _write(str(tmp_path), host='node-b', slurm_job=holder_job,
+                  slurm_restart=holder_restart)
+  assert lease_lib.stale_reason(record) == stale
+  if stale is None:
+    return
+  lease = lease_lib.Lease.acquire(str(tmp_path))
+  assert lease_lib.read(str(tmp_path))['slurm_job'] == '700_3'
+  assert lease_lib.read(str(tmp_path))['slurm_restart'] == 1
+  lease.release()
+
+
 def test_other_host_live_lease_refused_stale_one_taken_over(tmp_path):
   workdir = str(tmp_path)
   _write(workdir, host='other-node', pid=1)
@@ -87,6 +108,22 @@ def test_other_host_live_lease_refused_stale_one_taken_over(tmp_path):
   _write(workdir, host='other-node', pid=1, heartbeat=time.time() - 2 * lease_lib.STALE_AFTER_S)
   lease = lease_lib.Lease.acquire(workdir)
   assert lease_lib.read(workdir)['pid'] == os.getpid()
+  lease.release()
+  assert lease_lib.read(workdir) is None
+
+
+def test_a_filesystem_without_hard_links_still_gets_one_holder(tmp_path, monkeypatch):
+  """gcsfuse and some FUSE/SMB mounts refuse link(2): an exclusive create stands in."""
+  def no_links(src, dst):
+    raise PermissionError(1, 'Operation not permitted', src)
+  monkeypatch.setattr(os, 'link', no_links)
+  workdir = str(tmp_path)
+  lease = lease_lib.Lease.acquire(workdir)
+  assert lease_lib.read(workdir)['pid'] == os.getpid()
+  assert os.listdir(workdir) == [lease_lib.LEASE_FILE]  # No temporary file left.
+  _write(str(tmp_path / 'other'), host='other-node', pid=1)
+  with pytest.raises(lease_lib.LeaseHeld, match='host other-node'):
+    lease_lib.Lease.acquire(str(tmp_path / 'other'))
   lease.release()
   assert lease_lib.read(workdir) is None
 

@@ -6,10 +6,15 @@ process 0's devices, run 1 on process 1's. The 1-process reference trains the sa
 concurrently. The 2-process run gets an empty TFDS data dir of its own, so its processes
 also meet the preparation of the embedded dataset (process 0 prepares it, the other waits
 for it: see icl_jax/data/loading.py).
+
+Midway, process 1 alone gets a SIGTERM (a scheduler's preemption notice): both processes
+must save the same step (JAX's preemption service picks it), write status `preempted` and
+exit 75; relaunched, the pair finishes what the uninterrupted single process trains.
 """
 
 import glob
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +25,7 @@ import numpy as np
 import pytest
 
 from icl_jax import metrics as metrics_lib
+from icl_jax import status as status_lib
 from icl_jax import sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,11 +104,16 @@ class Run:
     return f'--- {self.name}: {status}; stderr tail:\n{tail}'
 
 
-def wait_all(runs: list[Run], timeout_s: float) -> None:
-  """Waits for every run; kills the rest at the deadline, or GRACE_S after a failure."""
+def wait_all(runs: list[Run], timeout_s: float, when=None) -> None:
+  """Waits for every run; kills the rest at the deadline, or GRACE_S after a failure.
+  `when`: (condition, action): the action runs once, when the condition first holds."""
   deadline = time.monotonic() + timeout_s
   while any(r.proc.poll() is None for r in runs):
-    if any(r.proc.returncode for r in runs):  # None (running) and 0 are falsy.
+    if when is not None and when[0]():
+      when[1]()
+      when = None
+    failed = any(r.proc.returncode not in (None, 0, status_lib.EXIT_PREEMPTED) for r in runs)
+    if failed:
       deadline = min(deadline, time.monotonic() + GRACE_S)
     if time.monotonic() > deadline:
       for r in runs:
@@ -122,17 +133,36 @@ def test_two_processes_train_what_one_process_trains(data_dir, tmp_path):
   os.makedirs(empty_data_dir)
   multi_points, multi_launch = write_sweep(str(tmp_path / 'multi'), empty_data_dir)
   single_points, single_launch = write_sweep(str(tmp_path / 'single'), data_dir)
-  address = f'127.0.0.1:{free_port()}'
-  runs = [
-      Run(f'process_{i}', str(tmp_path / 'multi'), multi_launch,
-          subprocess_env(4, ICL_JAX_DISTRIBUTED='1', JAX_COORDINATOR_ADDRESS=address,
-                         JAX_NUM_PROCESSES='2', JAX_PROCESS_ID=str(i)), logs)
-      for i in range(2)]
+
+  def pair(attempt: str) -> list[Run]:
+    address = f'127.0.0.1:{free_port()}'
+    return [Run(f'{attempt}process_{i}', str(tmp_path / 'multi'), multi_launch,
+                subprocess_env(4, ICL_JAX_DISTRIBUTED='1', JAX_COORDINATOR_ADDRESS=address,
+                               JAX_NUM_PROCESSES='2', JAX_PROCESS_ID=str(i)), logs)
+            for i in range(2)]
+
+  def logged_a_step() -> bool:  # Both processes are in the training loop.
+    return any('train/loss' in r for r in metrics_lib.read(multi_points[0].workdir))
+
+  runs = pair('')
   # Concurrently: on 2 cores the pair spends much of its time waiting on each other.
-  runs.append(Run('single_process', str(tmp_path / 'single'), single_launch,
-                  subprocess_env(8), logs))
+  reference = Run('single_process', str(tmp_path / 'single'), single_launch, subprocess_env(8),
+                 logs)
+  wait_all(runs + [reference], TIMEOUT_S,
+           when=(logged_a_step, lambda: runs[1].proc.send_signal(signal.SIGTERM)))
+  report = '\n'.join(r.report() for r in runs + [reference])
+  assert reference.proc.returncode == 0, report
+  assert [r.proc.returncode for r in runs] == [status_lib.EXIT_PREEMPTED] * 2, report
+  stopped = [status_lib.read(p.workdir) for p in multi_points]
+  stop_step = stopped[0]['step']
+  assert all(s['status'] == 'preempted' for s in stopped), report
+  assert [s['step'] for s in stopped] == [stop_step] * 2 and LOG_EVERY < stop_step < STEPS
+  for p in multi_points:  # Both processes saved that step together.
+    assert stop_step in fault_check.complete_steps(p.workdir), report
+
+  runs = pair('resumed_')
   wait_all(runs, TIMEOUT_S)
-  report = '\n'.join(r.report() for r in runs)
+  report += '\n'.join(r.report() for r in runs)
   assert all(r.proc.returncode == 0 for r in runs), report
 
   for multi_point, single_point in zip(multi_points, single_points):
@@ -149,13 +179,18 @@ def test_two_processes_train_what_one_process_trains(data_dir, tmp_path):
     # Not bit-exact: the gradient's all-reduce across processes (gloo) adds the devices'
     # partial sums in another order than XLA's in-process all-reduce; float32 rounding
     # then differs in the last bits (~1e-8 relative here).
-    np.testing.assert_allclose([r['train/loss'] for r in multi if 'train/loss' in r],
-                               [r['train/loss'] for r in single if 'train/loss' in r],
+    # A mean over a window the stop cut in two covers only its second part.
+    whole = [r['step'] for r in single if 'train/loss' in r
+             and not r['step'] - LOG_EVERY < stop_step < r['step']]
+    np.testing.assert_allclose([r['train/loss'] for r in multi
+                                if 'train/loss' in r and r['step'] in whole],
+                               [r['train/loss'] for r in single
+                                if 'train/loss' in r and r['step'] in whole],
                                rtol=1e-5, err_msg=report)
 
     # The checkpoints the two processes wrote together restore in one process.
     for workdir in (multi_workdir, single_workdir):
-      assert fault_check.complete_steps(workdir) == [CHECKPOINT_EVERY, STEPS], report
+      assert {CHECKPOINT_EVERY, STEPS} <= set(fault_check.complete_steps(workdir)), report
     multi_step, multi_params = fault_check.final_params(multi_workdir)
     single_step, single_params = fault_check.final_params(single_workdir)
     assert multi_step == single_step == STEPS

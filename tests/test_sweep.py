@@ -4,7 +4,9 @@ launcher killed mid-way and relaunched (through the SLURM path's local executor)
 import csv
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -295,28 +297,102 @@ def test_slurm_without_sbatch_prints_the_array_script(data_dir, tmp_path):
     assert len(json.load(f)['groups']) == 2
 
 
-def test_tpu_vm_runs_the_vmap_sweep_on_every_worker(data_dir, tmp_path):
-  """launch/tpu_vm.sh against a stand-in gcloud that records what it is asked to do."""
+_FAKE_GCLOUD = r"""#!{python}
+# gcloud compute tpus tpu-vm scp|ssh, for a TPU VM of {workers} workers on this host: each
+# worker is a HOME of its own, and ssh runs the command in each at once with a login's
+# bare environment (plus what the VM image and JAX's TPU detection would provide).
+import os, subprocess, sys, shutil
+args = sys.argv[1:]
+homes = os.environ['FAKE_TPU_HOMES'].split(os.pathsep)
+if args[3] == 'scp':
+  for home in homes:
+    shutil.copy(args[-2], os.path.join(home, 'icl_jax.tar.gz'))
+  sys.exit(0)
+command = next(a.split('=', 1)[1] for a in args if a.startswith('--command='))
+procs = []
+for i, home in enumerate(homes):
+  env = dict(PATH=os.environ['FAKE_TPU_PATH'], HOME=home, FAKE_WORKER=str(i),
+             JAX_PLATFORMS='cpu', XLA_FLAGS=os.environ['FAKE_TPU_XLA_FLAGS'],
+             TF_CPP_MIN_LOG_LEVEL='3', JAX_COORDINATOR_ADDRESS=os.environ['FAKE_TPU_COORDINATOR'],
+             JAX_NUM_PROCESSES=str(len(homes)), JAX_PROCESS_ID=str(i))
+  with open(os.path.join(home, 'out'), 'w') as out:
+    procs.append(subprocess.Popen(['bash', '-c', command], env=env, stdout=out,
+                                  stderr=subprocess.STDOUT))
+sys.exit(max(p.wait() for p in procs))
+"""
+
+
+def _fake_venv(checkout):
+  """A .venv in `checkout` that is this test's venv, stamped as installed (no network)."""
+  venv = checkout / '.venv'
+  (venv / 'bin').mkdir(parents=True)
+  (venv / 'bin' / 'python').symlink_to(os.path.realpath(sys.executable))
+  shutil.copy(os.path.join(sys.prefix, 'pyvenv.cfg'), venv / 'pyvenv.cfg')
+  (venv / 'lib').symlink_to(os.path.join(sys.prefix, 'lib'))
+  shutil.copy(os.path.join(REPO, 'pyproject.toml'), venv / '.installed')
+
+
+@pytest.mark.slow
+def test_tpu_vm_workers_train_the_groups_worker_0_wrote(data_dir, tmp_path):
+  """--backend tpu_vm through launch/tpu_vm.sh, with a stand-in gcloud that runs the remote
+  command on 2 "workers" here (2 processes of 4 CPU devices, one jax.distributed job): the
+  config path is made relative to the shipped checkout, the environment is forwarded,
+  worker 0 alone writes the launch manifest and worker 1 trains the groups it lists."""
   bin_dir = tmp_path / 'bin'
   bin_dir.mkdir()
-  calls = tmp_path / 'calls'
-  gcloud = bin_dir / 'gcloud'
-  gcloud.write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" >> {calls}\necho "---" >> {calls}\n')
-  gcloud.chmod(0o755)
+  (bin_dir / 'gcloud').write_text(_FAKE_GCLOUD.format(python=sys.executable, workers=2))
+  (bin_dir / 'curl').write_text('#!/bin/bash\necho "$FAKE_WORKER"\n')  # The metadata server.
+  for name in ('gcloud', 'curl'):
+    (bin_dir / name).chmod(0o755)
+  homes = [tmp_path / f'worker{i}' for i in range(2)]
+  for home in homes:
+    _fake_venv(home / 'icl_jax')
+  root = str(tmp_path / 'shared' / 'sweep')
   env = _env(tmp_path)
-  env['PATH'] = f'{bin_dir}{os.pathsep}{env["PATH"]}'
-  out = subprocess.run(_launch('/shared/sweep', data_dir, '--backend=tpu_vm', '--tpu', 'my-tpu',
-                               '--zone=us-central2-b'),
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-  assert out.returncode == 0, out.stderr[-3000:]
-  scp, ssh = calls.read_text().split('---\n')[:2]
-  assert scp.splitlines()[:4] == ['compute', 'tpus', 'tpu-vm', 'scp']
-  assert '--worker=all' in scp and 'my-tpu' in scp and '--zone=us-central2-b' in scp
-  assert ssh.splitlines()[:4] == ['compute', 'tpus', 'tpu-vm', 'ssh'] and '--worker=all' in ssh
-  remote = ssh.split('--command=', 1)[1]
-  assert "pip install --quiet -e '.[tpu]'" in remote and 'ICL_JAX_DISTRIBUTED=1' in remote
-  assert 'launch.sweep --backend=vmap' in remote and '--root=/shared/sweep' in remote
-  assert 'my-tpu' not in remote.split('launch.sweep', 1)[1]  # --tpu and its value dropped.
+  env.update(PATH=f'{bin_dir}{os.pathsep}{env["PATH"]}', TFDS_DATA_DIR=data_dir,
+             FAKE_TPU_HOMES=os.pathsep.join(map(str, homes)),
+             FAKE_TPU_PATH=f'{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin',
+             FAKE_TPU_XLA_FLAGS=('--xla_force_host_platform_device_count=4 '
+                                 '--xla_backend_optimization_level=0'),
+             FAKE_TPU_COORDINATOR=f'127.0.0.1:{_free_port()}')
+  config = os.path.relpath(EXPERIMENT, REPO) + ':widths=8'
+  out = subprocess.run(
+      [sys.executable, '-m', 'launch.sweep', f'--config={EXPERIMENT}:widths=8', f'--root={root}',
+       '--config.mesh.data=4', '--backend=tpu_vm', '--tpu', 'my-tpu', '--zone=us-central2-b'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  worker_out = [(home / 'out').read_text() for home in homes]
+  report = out.stderr[-2000:] + '\n'.join(w[-3000:] for w in worker_out)
+  assert out.returncode == 0, report
+  launches = os.listdir(os.path.join(root, 'launches'))
+  assert len(launches) == 1, report  # Worker 0's, and only it.
+  assert 'worker 1: launch ' in worker_out[1] and 'written by worker 0' in worker_out[1], report
+  points = sweep.expand(f'{EXPERIMENT}:widths=8', root)
+  assert all(sweep.point_status(p) == 'done' for p in points), report
+  with open(os.path.join(root, 'launches', launches[0])) as f:
+    assert json.load(f)['experiment'] == config.split(':')[0]  # Relative to the checkout.
+  for home in homes:  # TFDS_DATA_DIR came along: nothing prepared in the workers' homes.
+    assert not (home / 'tensorflow_datasets').exists()
+
+
+def test_tpu_vm_refuses_what_the_workers_could_not_see(data_dir, tmp_path):
+  outside = tmp_path / 'mine.py'
+  shutil.copy(EXPERIMENT, outside)
+  for args, message in [
+      ([f'--config={outside}', f'--root={tmp_path}/r'], 'is outside this checkout'),
+      ([f'--config={EXPERIMENT}', '--root=relative/r'], 'is relative'),
+  ]:
+    out = subprocess.run([sys.executable, '-m', 'launch.sweep', *args, '--backend=tpu_vm',
+                          '--tpu=t', '--zone=z', '--dry_run'],
+                         cwd=REPO, env=_env(tmp_path), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and message in out.stderr and 'Traceback' not in out.stderr, (
+        out.stderr)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
 
 
 def test_a_root_belongs_to_one_experiment(data_dir, tmp_path):

@@ -46,6 +46,9 @@ def report(root: str, out: str | None = None) -> dict[str, Any]:
   'table': the text to print, 'rows': the CSV rows as dicts, 'counts': {state: n},
   'swept': the swept fields}.
   """
+  files.local(root, 'Sweep root')
+  if out is not None:
+    files.local(out, 'Output directory')
   points, swept = read_points(root)
   out = out or root
   os.makedirs(out, exist_ok=True)

@@ -1,0 +1,81 @@
+"""A sweep worker: one group of a launch, trained in this process.
+
+Every backend ends here: `python -m launch.sweep --root DIR --launch ID --only_group I` (the
+vmap, local and tpu_vm backends) and the SLURM array task (launch/slurm.py) both call
+`start`, which turns on the compilation cache and jax.distributed, then `run_group`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from icl_jax import lease as lease_lib
+from icl_jax import main as main_lib
+from icl_jax import runtime
+from icl_jax import status as status_lib
+from icl_jax import sweep as sweep_lib
+from icl_jax import train
+from icl_jax.errors import UserError
+
+
+def start(root: str, launch_id: str, index: int, device_memory_bytes: int | None = None,
+          compilation_cache: str = '') -> int:
+  """The worker's process set-up, then group `index`; returns an exit code."""
+  runtime.enable_compilation_cache(compilation_cache)
+  main_lib.initialize_distributed()
+  return run_group(root, launch_id, index, device_memory_bytes)
+
+
+def run_group(root: str, launch_id: str, index: int,
+              device_memory_bytes: int | None = None) -> int:
+  """Trains group `index` of a launch; returns an exit code.
+
+  Every point ends with a status.json (done, failed or preempted): a point whose workdir
+  is unusable fails alone, before the others train; a run that diverges fails without
+  stopping them. Exit code 0 means every status is written, whatever it says;
+  status.EXIT_PREEMPTED that a stop signal made the group save and stop.
+  """
+  points = sweep_lib.read_group(root, launch_id, index)
+  usable = []
+  for p in points:
+    holder = lease_lib.live_holder(p.workdir)
+    if holder is not None:
+      print(f'skipping {p.name}: being trained by {lease_lib.describe(holder)}', file=sys.stderr)
+      continue
+    try:
+      train.check_run(p.config, p.workdir).close()
+      usable.append(p)
+    except UserError as e:
+      train.write_status(status_lib.RunResult(p.workdir, sweep_lib.latest_step(p.workdir), {},
+                                              str(e)))
+      print(f'error: {p.name}: {e}', file=sys.stderr)
+  if not usable:
+    return 0
+  try:
+    results = train.train_group([p.config for p in usable], [p.workdir for p in usable],
+                                device_memory_bytes=device_memory_bytes)
+  except lease_lib.LeaseHeld as e:  # Another trainer has a point: its status is its own.
+    print(f'error: {e}', file=sys.stderr)
+    return 0
+  except UserError as e:  # Shared by the whole group (e.g. the dataset is not prepared).
+    for p in usable:
+      train.write_status(status_lib.RunResult(p.workdir, sweep_lib.latest_step(p.workdir), {},
+                                              str(e)))
+    print(f'error: {e}', file=sys.stderr)
+    return 0
+  for r in results:
+    if r.error:
+      print(f'error: {r.workdir}: {r.error}', file=sys.stderr)
+  preempted = [r for r in results if r.preempted]
+  if preempted:
+    print(f'preempted: group {index} saved step {preempted[0].step} of its runs '
+          f'({preempted[0].stop_signal}); relaunch to resume.', file=sys.stderr)
+    return status_lib.EXIT_PREEMPTED
+  return 0
+
+
+def stop_signals(root: str, launch_id: str, index: int) -> set[str]:
+  """The signals that stopped the points of a group (from their status.json)."""
+  statuses = [status_lib.read(p.workdir) for p in sweep_lib.read_group(root, launch_id, index)]
+  return {s['signal'] for s in statuses
+          if s and s.get('status') == status_lib.PREEMPTED and s.get('signal')}
