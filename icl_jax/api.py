@@ -25,7 +25,6 @@ from icl_jax import sharding
 from icl_jax import steps
 from icl_jax import tasks
 from icl_jax import workload as workload_lib
-from icl_jax.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,19 +106,7 @@ def load(workdir: str, step: int | None = None, *, data_dir: str | None = None) 
       config.data.data_dir = data_dir
     wl = workload_lib.build(config)
     mesh = sharding.make_mesh(config.mesh)
-    if requested is None:
-      # The newest checkpoint whose parameters read back: a damaged newer one (e.g. a file
-      # lost in a copy) is skipped with a warning, one rotated away by a running trainer
-      # is not damage (checkpoint.Checkpointer.newest).
-      step, params = ckpt.newest(lambda s: wl.restore_params(ckpt, s, mesh))
-    else:
-      try:
-        params = wl.restore_params(ckpt, step, mesh)
-      except Exception as e:  # pylint: disable=broad-except
-        raise UserError(f'The parameters of checkpoint step {step} in {workdir!r} do not '
-                        f'restore ({type(e).__name__}: {str(e).splitlines()[0][:200]}). '
-                        f'Pass another step, or check that the workdir was copied whole.'
-                        ) from None
+    step, params = wl.restore_params_for_reading(ckpt, mesh, requested)
   finally:
     ckpt.close()
   return Trained(workdir, step, config, params, wl, mesh)

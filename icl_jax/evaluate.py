@@ -78,7 +78,7 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
                       f'choose from {", ".join(available)} or none.')
     mesh = sharding.make_mesh(config.mesh)
     # No --step: the newest checkpoint that restores (damaged ones are skipped, not moved).
-    step, state = wl.restore(ckpt, mesh, step)
+    step, params = wl.restore_params_for_reading(ckpt, mesh, step)
   finally:
     ckpt.close()
   sets = make_eval_sets(wl, mesh, datasets,
@@ -107,7 +107,7 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
   model_name = config.model.name
   evaluator = Evaluator(wl, mesh, sets, num_episodes, fns,
                         host_baselines=baselines_lib.HOST_REGRESSION_BASELINES)
-  scores = evaluator.per_position(state['params'], run, model_name=model_name)
+  scores = evaluator.per_position(params, run, model_name=model_name)
   results = {s: {m: results_lib.curves(c) for m, c in methods.items()}
              for s, methods in scores.items()}
   metric = metric_name(spec)

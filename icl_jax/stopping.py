@@ -12,11 +12,13 @@ service decides: jax.distributed installs a SIGTERM notifier that tells the coor
 service, which picks one step all processes have yet to reach (the largest step any has
 reached, plus one); `reached_preemption_sync_point(step)` is true on every process at that
 step. The other signals are turned into a SIGTERM to the process itself, so every stop goes
-through that one agreement.
+through that one agreement; the name of the signal that started it is left in the
+coordination service's key-value store, so every process reports the same one.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
@@ -29,6 +31,9 @@ from jax.experimental import multihost_utils
 
 # The handlers this module installs; SIGTERM stays with JAX's notifier on several processes.
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
+# Numbers each training session of this process: the same on every process (they train
+# the same groups in the same order), so it names one key in the store for all of them.
+_sessions = itertools.count()
 
 
 def _preemption_service() -> bool:
@@ -49,6 +54,7 @@ class StopSignals:
     self.name: str | None = None  # The first stop signal received here.
     self._previous: dict[int, Any] = {}
     self._multi = False
+    self._key = f'icl_jax/stop_signal/{next(_sessions)}'
 
   def __enter__(self) -> StopSignals:
     if threading.current_thread() is not threading.main_thread():
@@ -78,13 +84,18 @@ class StopSignals:
     if self.name is None:
       self.name = signal.Signals(signum).name
       if self._multi:  # Into the one agreement all processes take part in.
+        distributed.global_state.client.key_value_set(self._key, self.name,
+                                                      allow_overwrite=True)
         os.kill(os.getpid(), signal.SIGTERM)
 
   def requested(self, step: int) -> bool:
     """Whether to save `step` and stop. Call it at every step, on every process."""
     if self._multi:
       if multihost_utils.reached_preemption_sync_point(step):
-        self.name = self.name or 'SIGTERM'
+        try:  # Left by the process whose signal started it; none for a SIGTERM.
+          self.name = distributed.global_state.client.key_value_try_get(self._key)
+        except Exception:  # pylint: disable=broad-except
+          self.name = 'SIGTERM'
         return True
       return False
     return self.name is not None

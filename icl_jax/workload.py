@@ -31,6 +31,7 @@ from icl_jax import models
 from icl_jax import sharding
 from icl_jax import steps
 from icl_jax import tasks
+from icl_jax.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +113,26 @@ class Workload:
                      mesh: jax.sharding.Mesh) -> Any:
     """The parameters saved at `step` only (not the optimizer state), replicated on `mesh`."""
     return ckpt.restore_params(step, self.abstract_on(mesh)['params'])
+
+  def restore_params_for_reading(self, ckpt: checkpoint_lib.Checkpointer,
+                                 mesh: jax.sharding.Mesh, step: int | None = None
+                                 ) -> tuple[int, Any]:
+    """(step, parameters) for evaluation and `icl_jax.load`: at `step` (UserError if they do
+    not restore), or with step=None from the newest checkpoint whose parameters read back.
+    A damaged newer one (e.g. a file lost in a copy) is skipped with a warning; one rotated
+    away by a running trainer is not damage (checkpoint.Checkpointer.newest). Parameters
+    only: a third of the bytes of the whole state, so a read outruns a rotating trainer."""
+    if step is None:
+      found = ckpt.newest(lambda s: self.restore_params(ckpt, s, mesh))
+      if found is None:
+        raise UserError(f'Workdir {ckpt.workdir!r} has no complete checkpoint (any more).')
+      return found
+    try:
+      return step, self.restore_params(ckpt, step, mesh)
+    except Exception as e:  # pylint: disable=broad-except
+      raise UserError(f'The parameters of checkpoint step {step} in {ckpt.workdir!r} do not '
+                      f'restore ({type(e).__name__}: {str(e).splitlines()[0][:200]}). Pass '
+                      f'another step, or check that the workdir was copied whole.') from None
 
   # --- Input: one copy of each split per device, compact where that is exact. ---
   def device_inputs(self, ds: data.Dataset,

@@ -43,7 +43,9 @@ TARGET=("$TPU" --zone="$ZONE" --worker=all)
 
 # (1) Ship the code: tracked and new (not ignored) files, with uncommitted edits.
 ARCHIVE="$(mktemp -d)/icl_jax.tar.gz"
-(cd "$REPO" && git ls-files -z --cached --others --exclude-standard | tar --null -czf "$ARCHIVE" -T -)
+# Never a venv (one linked in from elsewhere is not ignored by git): each worker builds its own.
+(cd "$REPO" && git ls-files -z --cached --others --exclude-standard |
+  grep -zv -e '^\.venv$' -e '^\.venv/' | tar --null -czf "$ARCHIVE" -T -)
 "${GCLOUD[@]}" scp "${TARGET[@]}" "$ARCHIVE" "$TPU:~/icl_jax.tar.gz"
 
 # The variables the command should see there as here.
@@ -59,7 +61,9 @@ done
 # (2) + (3): unpack, bootstrap the venv once, run.
 COMMAND="$(printf '%q ' "$@")"
 REMOTE="set -euo pipefail
-mkdir -p ~/$REMOTE_DIR && tar -xzf ~/icl_jax.tar.gz -C ~/$REMOTE_DIR && cd ~/$REMOTE_DIR
+mkdir -p ~/$REMOTE_DIR
+tar -xzf ~/icl_jax.tar.gz -C ~/$REMOTE_DIR
+cd ~/$REMOTE_DIR
 if ! cmp -s pyproject.toml .venv/.installed; then
   rm -rf .venv
   PY=''

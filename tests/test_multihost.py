@@ -7,9 +7,9 @@ concurrently. The 2-process run gets an empty TFDS data dir of its own, so its p
 also meet the preparation of the embedded dataset (process 0 prepares it, the other waits
 for it: see icl_jax/data/loading.py).
 
-Midway, process 1 alone gets a SIGTERM (a scheduler's preemption notice): both processes
-must save the same step (JAX's preemption service picks it), write status `preempted` and
-exit 75; relaunched, the pair finishes what the uninterrupted single process trains.
+Midway, process 1 alone gets SLURM's SIGUSR1 (a time-limit notice): both processes must
+save the same step (JAX's preemption service picks it), write status `preempted` naming
+that signal, and exit 75; relaunched, the pair finishes what the uninterrupted single process trains.
 """
 
 import glob
@@ -149,13 +149,13 @@ def test_two_processes_train_what_one_process_trains(data_dir, tmp_path):
   reference = Run('single_process', str(tmp_path / 'single'), single_launch, subprocess_env(8),
                  logs)
   wait_all(runs + [reference], TIMEOUT_S,
-           when=(logged_a_step, lambda: runs[1].proc.send_signal(signal.SIGTERM)))
+           when=(logged_a_step, lambda: runs[1].proc.send_signal(signal.SIGUSR1)))
   report = '\n'.join(r.report() for r in runs + [reference])
   assert reference.proc.returncode == 0, report
   assert [r.proc.returncode for r in runs] == [status_lib.EXIT_PREEMPTED] * 2, report
   stopped = [status_lib.read(p.workdir) for p in multi_points]
   stop_step = stopped[0]['step']
-  assert all(s['status'] == 'preempted' for s in stopped), report
+  assert all(s['status'] == 'preempted' and s['signal'] == 'SIGUSR1' for s in stopped), report
   assert [s['step'] for s in stopped] == [stop_step] * 2 and LOG_EVERY < stop_step < STEPS
   for p in multi_points:  # Both processes saved that step together.
     assert stop_step in fault_check.complete_steps(p.workdir), report
