@@ -19,6 +19,7 @@ STATUS_FILE = 'status.json'
 POINT_FILE = 'point.json'
 SWEEP_FILE = 'sweep.json'  # The latest launch's manifest (points and groups).
 LAUNCH_DIR = 'launches'  # One manifest per launch, which its workers read.
+CONFIG_FILE = 'config.json'  # The run's config, written when it starts (and resumes).
 CHECKPOINT_DIR = 'checkpoints'  # Orbax names complete steps `<step>`, partial ones otherwise.
 
 DONE, FAILED, RUNNING, PENDING = 'done', 'failed', 'running', 'pending'

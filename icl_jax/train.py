@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tqdm
 from jax.sharding import PartitionSpec as P
 
+from icl_jax import banner
 from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import config as config_lib
 from icl_jax import evaluator as evaluator_lib
@@ -27,6 +27,7 @@ from icl_jax import files
 from icl_jax import lease as lease_lib
 from icl_jax import metrics as metrics_lib
 from icl_jax import packing
+from icl_jax import progress
 from icl_jax import sharding
 from icl_jax import status as status_lib
 from icl_jax import steps
@@ -268,8 +269,28 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
     state = jax.jit(jax.vmap(wl.init), out_shardings=group_sharding)(runs)
     start = 0
 
+  is_main = jax.process_index() == 0
+  if is_main:
+    for c, w in zip(configs, workdirs):  # Readable before the first checkpoint.
+      files.write_json(os.path.join(w, status_lib.CONFIG_FILE), c.to_dict())
+    devices = mesh.devices.flat[0]
+    for line in banner.lines(
+        configs, [os.path.abspath(w) for w in workdirs], model=config.model.name,
+        num_params=wl.num_params(), state_size=wl.state_size(),
+        devices=(f'{mesh.devices.size} x {devices.platform} ({devices.device_kind}), '
+                 f'{jax.process_count()} process(es)'),
+        mesh=' x '.join(f'{k} {v}' for k, v in mesh.shape.items()),
+        strategy=group_strategy(config.mesh.group_strategy, mesh), start=start):
+      progress.say(line)
+
   # --- Steps: one program for the group, each run's batch split over `data`. ---
-  train_step = make_group_step(wl, mesh, config.mesh.group_strategy)
+  compile_began = time.perf_counter()
+  if is_main:
+    progress.say('compiling the train step...')
+  train_step = make_group_step(wl, mesh, config.mesh.group_strategy).lower(
+      state, runs, x_NxD, y_N).compile()
+  if is_main:
+    progress.say(f'compiled in {time.perf_counter() - compile_began:.1f} s')
   sets = evaluator_lib.make_eval_sets(wl, mesh, config.eval.datasets)
   evaluator = evaluator_lib.Evaluator(wl, mesh, sets, config.eval.num_episodes)
   writers = [metrics_lib.MetricWriter(w, resume_step=start) for w in workdirs]
@@ -280,10 +301,8 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
   errors: dict[int, tuple[int, str]] = {}  # Run index -> (step, why it stopped).
   history: list[list[dict[str, float]]] = [[] for _ in range(num_runs)]
   pending = None  # (step, device metrics) of the step before the one in flight.
-  is_main = jax.process_index() == 0
-  bar = tqdm.tqdm(total=total, initial=start, disable=not is_main, mininterval=2.0,
-                  desc='train' if num_runs == 1 else f'train {num_runs} runs',
-                  dynamic_ncols=True)
+  bar = progress.Progress(total, 'train' if num_runs == 1 else f'train {num_runs} runs',
+                          initial=start, disable=not is_main)
   began = time.perf_counter()
   last_log_time, last_log_step = began, start
 
@@ -314,7 +333,7 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
         writers[r].write(step, means)
         history[r].clear()
         if r == 0:
-          bar.set_postfix(loss=f'{means["train/loss"]:.4f}', refresh=False)
+          bar.set_postfix(loss=f'{means["train/loss"]:.4f}')
     if log_due:
       last_log_time, last_log_step = now, step
 
@@ -325,7 +344,7 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
       summaries[r] = evaluator.summary(take(state, r)['params'], runs_replicated[r])
       writers[r].write(step, summaries[r])
       if is_main and num_runs == 1:
-        tqdm.tqdm.write(evaluator_lib.format_summary(step, summaries[r], config))
+        progress.say(evaluator_lib.format_summary(step, summaries[r], config))
 
   def save(step):
     drain()  # Never save a state whose step went non-finite.

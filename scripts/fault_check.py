@@ -46,8 +46,9 @@ POLL_S = 0.002
 # Share of kills timed to a checkpoint save; the others land after a uniform random delay.
 SAVE_KILL_FRACTION = 0.4
 LEG_TIMEOUT_S = 600
-# The tqdm bar's first render, `train:  33%|###  | 20/60 [...`, shows the step resumed from.
-_BAR_RE = re.compile(r'train:\s*\d+%\|[^|\r\n]*\|\s*(\d+)/(\d+)')
+# The first progress line in a log file, `train: 20/60 steps (33%), starting`, shows the
+# step resumed from (icl_jax/progress.py).
+_BAR_RE = re.compile(r'train[^:\n]*: (\d+)/(\d+) steps \(\d+%\), starting')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,6 +8,7 @@ uninterrupted run.
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -56,6 +57,25 @@ def copy_run(straight_run, tmp_path) -> str:
   copy = str(tmp_path / 'run')
   shutil.copytree(workdir, copy)
   return copy
+
+
+def test_a_run_tells_what_it_does_and_its_log_file_reads_as_lines(straight_run):
+  """The banner, the compile time, progress as lines (no carriage returns in a file), and
+  config.json beside the checkpoints."""
+  ws, workdir, _ = straight_run
+  log = fault_check.tail(ws.log_path(os.path.basename(workdir)), 100_000)
+  assert '\r' not in log
+  lines = log.splitlines()
+  banner = [l for l in lines if l.startswith('icl_jax: training ')]
+  assert banner == [f'icl_jax: training {workdir} ({LAST} steps)'], log
+  for expected in ('  config (changed from the defaults): ', '  model: transformer, ',
+                   '  devices: 1 x cpu', '  TensorBoard: tensorboard --logdir '):
+    assert any(l.startswith(expected) for l in lines), (expected, log)
+  assert re.search(r'^compiled in \d+\.\d s$', log, re.M), log
+  assert re.search(rf'^train: {LAST}/{LAST} steps \(100%\), .* ETA 0m00s, loss ', log, re.M)
+  with open(os.path.join(workdir, status_lib.CONFIG_FILE)) as f:
+    stored = json.load(f)
+  assert stored['train']['steps'] == LAST and stored['model']['name'] == 'transformer'
 
 
 # ---------------------------------------------------------------------------------------

@@ -123,8 +123,9 @@ def test_a_preempted_array_task_saves_requeues_and_resumes(data_dir, tmp_path):
   assert 'requeueing group 0: it resumes from the step it saved.' in logs, logs[-3000:]
   saved = int(logs.split('preempted: group 0 saved step ')[1].split()[0])
   assert 0 < saved < steps
-  # The requeued task's progress bar starts at the saved step.
-  first_tick = re.search(rf'\|\s*(\d+)/{steps} \[', logs.split('Requeued job')[1])
+  # The requeued task's progress starts at the saved step.
+  first_tick = re.search(rf': (\d+)/{steps} steps \(\d+%\), starting',
+                         logs.split('Requeued job')[1])
   assert int(first_tick.group(1)) == saved, logs[-3000:]
   for p in points:
     assert sweep.point_status(p) == 'done'

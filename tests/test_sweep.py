@@ -316,7 +316,7 @@ for i, home in enumerate(homes):
              TF_CPP_MIN_LOG_LEVEL='3', JAX_COORDINATOR_ADDRESS=os.environ['FAKE_TPU_COORDINATOR'],
              JAX_NUM_PROCESSES=str(len(homes)), JAX_PROCESS_ID=str(i))
   with open(os.path.join(home, 'out'), 'w') as out:
-    procs.append(subprocess.Popen(['bash', '-c', command], env=env, stdout=out,
+    procs.append(subprocess.Popen(['bash', '-c', command], env=env, cwd=home, stdout=out,
                                   stderr=subprocess.STDOUT))
 sys.exit(max(p.wait() for p in procs))
 """
