@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import sys
 from typing import Any, Callable, Sequence
 
@@ -150,7 +151,28 @@ def write_outputs(report: dict[str, Any], wl: workload_lib.Workload,
                      1.0 / wl.num_classes)
     report['table'] = results_lib.table(results, titles)
   report['out'] = out
+  write_tensorboard(os.path.join(out, metrics_lib.TB_DIR), report)
   return report
+
+
+def write_tensorboard(logdir: str, report: dict[str, Any]) -> None:
+  """Each method's curve against the number of examples in context, as a TensorBoard
+  run of its own (the x axis is examples, not training steps): tags
+  `<set>/<method>` for the mean and `<set>/<method>/ci95` for its 95% half-width, and the
+  table as text."""
+  if os.path.isdir(logdir):
+    shutil.rmtree(logdir)  # A rerun replaces the curves instead of appending a copy.
+  writer = metrics_lib.tensorboard_writer(logdir)
+  try:
+    for set_name, methods in report['results'].items():
+      for method, curve in methods.items():
+        for t, (mean, half) in enumerate(zip(curve['mean'], curve['ci95'])):
+          writer.add_scalar(f'{set_name}/{method}', mean, t)
+          writer.add_scalar(f'{set_name}/{method}/ci95', half, t)
+    writer.add_text('table', f'step {report["step"]}, {report["num_episodes"]} episodes\n\n'
+                    f'```\n{report["table"]}\n```', report['step'])
+  finally:
+    writer.close()
 
 
 def _available_baselines(config: ml_collections.ConfigDict,

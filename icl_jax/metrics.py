@@ -1,21 +1,37 @@
-"""Metric output: JSON lines (the record) and TensorBoard events (for viewing), process 0 only."""
+"""Metric output: JSON lines (the record) and TensorBoard events (for viewing), process 0 only.
+
+TensorBoard gets, in `<workdir>/tb/`: the scalars; the config as text (tag `config`); and
+the run's hyperparameters in the HParams plugin's own summary format (tensorboardX writes
+it), so that a sweep root opened in TensorBoard can be filtered and compared by its swept
+fields, with the final seen/unseen accuracies as the metrics (HPARAM_METRICS).
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-from typing import Mapping
+from typing import Any, Mapping
 
+from icl_jax import fields as fields_lib
 from icl_jax import files
 
 METRICS_FILE = 'metrics.jsonl'
+TB_DIR = 'tb'
+# The scalars the HParams dashboard lists against each run's hyperparameters.
+HPARAM_METRICS = ('seen/acc_last', 'unseen/acc_last', 'seen/acc_first', 'unseen/acc_first',
+                  'train/loss')
+# Shown as hyperparameters for every run, besides the fields a run changed from the
+# defaults: what a sweep varies most.
+HPARAM_FIELDS = ('seed', 'model.name', 'model.width', 'model.depth', 'model.num_heads',
+                 'task.family', 'task.num_tasks', 'task.prompt', 'train.lr',
+                 'train.batch_size', 'train.steps')
 
 
 class MetricWriter:
   """Appends `{"step": s, name: value, ...}` lines to `<workdir>/metrics.jsonl`."""
 
-  def __init__(self, workdir: str, resume_step: int = 0):
+  def __init__(self, workdir: str, resume_step: int = 0, config: Any = None):
     # Imported here: readers of metrics.jsonl (the sweep report) must not pay for JAX.
     import jax  # pylint: disable=g-import-not-at-top
     self.enabled = jax.process_index() == 0
@@ -27,8 +43,14 @@ class MetricWriter:
     # Lines past the checkpoint we resume from describe steps that will be redone; drop
     # them so the log reads as one uninterrupted run.
     _truncate_after(self.path, resume_step)
-    from tensorboardX import SummaryWriter  # Imported here: only process 0 needs it.
-    self._tb = SummaryWriter(os.path.join(workdir, 'tb'))
+    self._tb = tensorboard_writer(os.path.join(workdir, TB_DIR))
+    if config is not None:
+      self._tb.add_text('config', config_markdown(config), resume_step)
+      from tensorboardX.summary import hparams  # pylint: disable=g-import-not-at-top
+      experiment, start, self._end = hparams(hparam_values(config),
+                                             dict.fromkeys(HPARAM_METRICS, 0.0))
+      for summary in (experiment, start):
+        self._tb.file_writer.add_summary(summary)
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
@@ -40,9 +62,36 @@ class MetricWriter:
       if math.isfinite(float(value)):
         self._tb.add_scalar(name, float(value), int(step))
 
-  def close(self) -> None:
+  def close(self, finished: bool = False) -> None:
+    """finished: the run reached its last step (the HParams session ends as a success)."""
     if self._tb is not None:
+      if finished and getattr(self, '_end', None) is not None:
+        self._tb.file_writer.add_summary(self._end)
       self._tb.close()
+      self._tb = None
+
+
+def tensorboard_writer(logdir: str):
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  return SummaryWriter(logdir)
+
+
+def hparam_values(config: Any) -> dict[str, bool | int | float | str]:
+  """A run's hyperparameters for the HParams dashboard: HPARAM_FIELDS and every field the
+  run changed from the defaults, as the numbers, strings and booleans it accepts."""
+  # Imported here: the sweep report reads metrics without the config's defaults.
+  from icl_jax import banner  # pylint: disable=g-import-not-at-top
+  flat = fields_lib.flatten(config)
+  chosen = {k: flat[k] for k in HPARAM_FIELDS if k in flat}
+  chosen.update(banner.changed_fields(config))
+  return {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v)
+          for k, v in sorted(chosen.items()) if v is not None}
+
+
+def config_markdown(config: Any) -> str:
+  """The config as TensorBoard's text plugin shows it: a JSON code block."""
+  as_dict = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
+  return '```\n' + json.dumps(as_dict, indent=2, sort_keys=True, default=str) + '\n```'
 
 
 def read(workdir: str) -> list[dict]:

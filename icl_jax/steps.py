@@ -181,15 +181,21 @@ def make_optimizer(schedule: Schedule, hparams: dict[str, Any]) -> optax.Gradien
   same structure whatever their values, so one program serves every run of a group.
   """
   s = schedule
-  lr = hparams['lr']
+  adam = optax.adam(learning_rate(s, hparams['lr']), b1=hparams['b1'], b2=hparams['b2'],
+                    eps=hparams['eps'])
+  return optax.chain(optax.clip_by_global_norm(s.grad_clip), adam) if s.grad_clip else adam
+
+
+def learning_rate(schedule: Schedule, lr: Any) -> optax.Schedule:
+  """The learning rate of the update that makes step k + 1, as a function of k: linear
+  warm-up, then constant or cosine decay to 0 at schedule.steps."""
+  s = schedule
   warmup = optax.linear_schedule(0.0, lr, s.warmup_steps) if s.warmup_steps else None
   if s.schedule == 'cosine':
     after = optax.cosine_decay_schedule(lr, max(s.steps - s.warmup_steps, 1))
   else:
     after = optax.constant_schedule(lr)
-  lr_schedule = optax.join_schedules([warmup, after], [s.warmup_steps]) if warmup else after
-  adam = optax.adam(lr_schedule, b1=hparams['b1'], b2=hparams['b2'], eps=hparams['eps'])
-  return optax.chain(optax.clip_by_global_norm(s.grad_clip), adam) if s.grad_clip else adam
+  return optax.join_schedules([warmup, after], [s.warmup_steps]) if warmup else after
 
 
 def num_params(params: Any) -> int:

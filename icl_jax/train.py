@@ -293,7 +293,9 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
     progress.say(f'compiled in {time.perf_counter() - compile_began:.1f} s')
   sets = evaluator_lib.make_eval_sets(wl, mesh, config.eval.datasets)
   evaluator = evaluator_lib.Evaluator(wl, mesh, sets, config.eval.num_episodes)
-  writers = [metrics_lib.MetricWriter(w, resume_step=start) for w in workdirs]
+  writers = [metrics_lib.MetricWriter(w, resume_step=start, config=c)
+             for c, w in zip(configs, workdirs)]
+  learning_rates = [steps.learning_rate(wl.spec.schedule, c.train.lr) for c in configs]
 
   # --- Loop. ---
   total = config.train.steps
@@ -330,6 +332,7 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
       if log_due:
         means = {f'train/{k}': float(np.mean([h[k] for h in history[r]])) for k in m}
         means['train/steps_per_sec'] = (step - last_log_step) / max(now - last_log_time, 1e-9)
+        means['train/lr'] = float(learning_rates[r](step - 1))  # That made this step.
         writers[r].write(step, means)
         history[r].clear()
         if r == 0:
@@ -357,6 +360,7 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
   step = start
   preempted = None  # The step saved when a stop signal arrived.
   stop_signal = None
+  completed = False
   try:
     with stopping.StopSignals() as stop:
       for step in range(start + 1, total + 1):
@@ -380,10 +384,11 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
     if start >= total:  # Resumed at the end: report without retraining or re-logging.
       summaries = [evaluator.summary(take(state, r)['params'], runs_replicated[r])
                    for r in range(num_runs)]
+    completed = preempted is None
   finally:
     bar.close()
-    for writer in writers:
-      writer.close()
+    for r, writer in enumerate(writers):
+      writer.close(finished=completed and r not in errors)
     for ckpt in ckpts:
       ckpt.wait()  # Saves in flight complete, so the last good checkpoint is whole.
       ckpt.close()
