@@ -40,6 +40,7 @@ import ml_collections
 
 from icl_jax import baselines as baselines_lib
 from icl_jax import checkpoint as checkpoint_lib
+from icl_jax import cli
 from icl_jax import diagnose
 from icl_jax import files
 from icl_jax import metrics as metrics_lib
@@ -243,7 +244,12 @@ def define_flags() -> None:
   absl_flags.DEFINE_string('data_dir', None, 'TFDS data dir; default: the stored config\'s.')
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """The `icl-eval` command."""
   from absl import app  # pylint: disable=g-import-not-at-top
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parser(__doc__))
+
+
+if __name__ == '__main__':
+  run()

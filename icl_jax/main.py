@@ -22,11 +22,14 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
+from icl_jax import cli
 from icl_jax import status as status_lib
+from icl_jax import sweep as sweep_lib
 from icl_jax.errors import UserError
 
-CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file[:args].',
-                                          lock_config=True)
+CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment: a config file path[:args] (experiments/gpicl_digits.py:smoke), '
+    'or the name of one shipped with icl_jax (gpicl_digits:smoke).', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
 COMPILATION_CACHE = flags.DEFINE_string(
     'compilation_cache', runtime.default_compilation_cache(),
@@ -49,18 +52,21 @@ def initialize_distributed() -> None:
   jax.distributed.initialize(**kwargs)
 
 
-def parse_flags_optional_config(argv: list[str]) -> list[str]:
+def parse_flags_optional_config(argv: list[str], doc: str | None = None) -> list[str]:
   """parse_flags for programs (launch.sweep) where --config may be absent."""
-  return parse_flags(argv, require_config=False)
+  return parse_flags(argv, require_config=False, doc=doc)
 
 
-def parse_flags(argv: list[str], require_config: bool = True) -> list[str]:
+def parse_flags(argv: list[str], require_config: bool = True,
+                doc: str | None = None) -> list[str]:
   """absl's flag parsing, with a bad --config or --config.* reported as one `error:` line.
 
   Left alone, ml_collections' config flags end in a traceback (an unknown field, a config
   file without get_config, an experiment argument's UserError) or in absl's FATAL message
   with exit code 1; a config file that fails to load raises only when first read.
   """
+  cli.exit_on_help(argv, __doc__ if doc is None else doc)
+  argv[:] = _with_experiment_path(argv)  # sys.argv too: later readers see the path.
   try:
     remaining = flags.FLAGS(argv)
     if not require_config and config_arg(argv) is None:
@@ -90,7 +96,8 @@ def describe_flag_error(error: Exception, argv: list[str]) -> str:
     if isinstance(e, OSError) and 'Failed loading config file' in str(e):
       reason = str(e).strip().splitlines()[-1].strip()
       return (f'Cannot load config file {path!r}: {reason}. Pass '
-              f'--config=path/to/experiment.py[:args], e.g. experiments/gpicl_digits.py.')
+              f'--config=path/to/experiment.py[:args], e.g. experiments/gpicl_digits.py, or '
+              f'the name of a shipped experiment: {", ".join(sweep_lib.experiment_names())}.')
     if isinstance(e, AttributeError) and "has no attribute 'get_config'" in str(e):
       return (f'Config file {path!r} defines no get_config(). An experiment file defines '
               f'get_config(arg=None) returning a ConfigDict; see experiments/gpicl_digits.py.')
@@ -115,6 +122,20 @@ def describe_flag_error(error: Exception, argv: list[str]) -> str:
     return f'{message}. Run with --helpfull to list the flags.'
   return (f'Cannot parse the command line ({type(error).__name__}: {message}). Check '
           f'--config and the --config.* overrides; --helpfull lists them.')
+
+
+def _with_experiment_path(argv: list[str]) -> list[str]:
+  """argv with a --config that names a shipped experiment (`gpicl_digits:smoke`) replaced
+  by its file's path."""
+  out, words = [], iter(argv)
+  for arg in words:
+    if arg.startswith('--config='):
+      arg = '--config=' + sweep_lib.resolve_config_arg(arg.split('=', 1)[1])
+    elif arg == '--config':
+      out.append(arg)
+      arg = sweep_lib.resolve_config_arg(next(words, ''))
+    out.append(arg)
+  return out
 
 
 def config_arg(argv: list[str]) -> str | None:
@@ -171,6 +192,11 @@ def main(argv):
   except train.Preempted as e:
     print(f'preempted: {e}', file=sys.stderr)
     sys.exit(status_lib.EXIT_PREEMPTED)
+
+
+def run() -> None:
+  """The `icl-train` command."""
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == '__main__':

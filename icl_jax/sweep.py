@@ -60,6 +60,34 @@ def split_config_arg(config_arg: str) -> tuple[str, str | None]:
   return path, (arg or None)
 
 
+def experiments_dir() -> str:
+  """The experiment files shipped with icl_jax: the installed icl_jax.experiments, or a
+  checkout's experiments/."""
+  try:
+    import icl_jax.experiments as shipped  # pylint: disable=g-import-not-at-top
+    return os.path.dirname(os.path.abspath(shipped.__file__))
+  except ImportError:  # A checkout whose editable install predates the package.
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        'experiments')
+
+
+def resolve_config_arg(config_arg: str) -> str:
+  """`path[:args]` for a --config value: a file that exists, or a path, stays as it is; a
+  bare name (`gpicl_digits:smoke`) is an experiment file shipped with icl_jax."""
+  path, arg = split_config_arg(config_arg)
+  if os.path.exists(path) or '/' in path or os.sep in path or path.endswith('.py'):
+    return config_arg
+  shipped = os.path.join(experiments_dir(), f'{path}.py')
+  if not os.path.isfile(shipped):
+    return config_arg  # Loading it names the missing file.
+  return shipped + (f':{arg}' if arg is not None else '')
+
+
+def experiment_names() -> list[str]:
+  return sorted(n[:-3] for n in os.listdir(experiments_dir())
+                if n.endswith('.py') and not n.startswith('_'))
+
+
 def load_module(path: str):
   if not os.path.isfile(path):
     raise UserError(f'Config file {path!r} does not exist. Pass --config=path/to/experiment.py'

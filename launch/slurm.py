@@ -35,7 +35,7 @@ import submitit
 
 from icl_jax import status as status_lib
 from icl_jax.errors import UserError
-from launch import worker
+from . import worker
 
 _LOCAL = flags.DEFINE_bool('slurm_local', False, 'slurm: run the array with submitit '
                            'locally (for testing the path without a cluster).')

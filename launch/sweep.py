@@ -33,7 +33,9 @@ both would train the unfinished points (--dry_run shows progress without launchi
 
 from __future__ import annotations
 
+import functools
 import os
+import pathlib
 import shlex
 import shutil
 import signal
@@ -55,11 +57,14 @@ from icl_jax import main as main_lib
 from icl_jax import status as status_lib
 from icl_jax import sweep as sweep_lib
 from icl_jax.errors import UserError
-from launch import slurm
-from launch import worker
+from . import slurm
+from . import worker
 
 BACKENDS = ('vmap', 'local', 'slurm', 'tpu_vm')
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# `launch` in a checkout (python -m launch.sweep), `icl_jax.launch` when installed.
+PACKAGE = __package__ or 'launch'
+# The directory holding the top-level package: a checkout's root, or site-packages.
+IMPORT_ROOT = str(pathlib.Path(__file__).resolve().parents[len(PACKAGE.split('.'))])
 # How long TPU VM workers 1..n-1 wait for worker 0's launch manifest.
 MANIFEST_WAIT_S = 600.0
 
@@ -97,14 +102,14 @@ def device_memory_bytes() -> int | None:
 
 
 def worker_command(root: str, launch_id: str, index: int) -> list[str]:
-  return [sys.executable, '-m', 'launch.sweep', f'--root={root}', f'--launch={launch_id}',
+  return [sys.executable, '-m', f'{PACKAGE}.sweep', f'--root={root}', f'--launch={launch_id}',
           f'--only_group={index}', f'--device_memory_gb={_DEVICE_MEMORY.value}',
           f'--compilation_cache={main_lib.COMPILATION_CACHE.value}']
 
 
 def worker_env(slot: int | None = None) -> dict[str, str]:
   env = dict(os.environ)
-  env['PYTHONPATH'] = os.pathsep.join(filter(None, [REPO, env.get('PYTHONPATH')]))
+  env['PYTHONPATH'] = os.pathsep.join(filter(None, [IMPORT_ROOT, env.get('PYTHONPATH')]))
   if _CPU_DEVICES.value:
     flag = f'--xla_force_host_platform_device_count={_CPU_DEVICES.value}'
     env['XLA_FLAGS'] = f'{env.get("XLA_FLAGS", "")} {flag}'.strip()
@@ -156,7 +161,7 @@ def run_subprocesses(root: str, launch_id: str, groups: list[list[sweep_lib.Poin
             # Ctrl-C, SLURM, kill -9 of the group) reaches the workers too.
             process = subprocess.Popen(
                 worker_command(root, launch_id, index), stdout=log, stderr=subprocess.STDOUT,
-                cwd=REPO, env=worker_env(slot if parallel > 1 else None))
+                cwd=IMPORT_ROOT, env=worker_env(slot if parallel > 1 else None))
           running[slot] = (process, index)
       for slot, (process, index) in list(running.items()):
         if process.poll() is None:
@@ -260,7 +265,7 @@ def tpu_vm_command(argv: list[str]) -> list[str]:
     inner.append(a)
   command = (['python', '-m', 'launch.sweep', '--backend=vmap',
               f'--launch={sweep_lib.new_launch_id()}'] + inner)
-  script = os.path.join(REPO, 'launch', 'tpu_vm.sh')
+  script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tpu_vm.sh')
   return (['bash', script, f'--tpu={_TPU.value}', f'--zone={_ZONE.value}'] +
           ([f'--project={_PROJECT.value}'] if _PROJECT.value else []) + ['--'] + command)
 
@@ -268,9 +273,13 @@ def tpu_vm_command(argv: list[str]) -> list[str]:
 def _in_checkout(config_arg: str) -> str:
   """`path[:arg]` with the path relative to this checkout (what tpu_vm.sh ships)."""
   path, arg = sweep_lib.split_config_arg(config_arg)
-  relative = os.path.relpath(os.path.abspath(path), REPO)
+  if not os.path.exists(os.path.join(IMPORT_ROOT, '.git')):
+    raise UserError(f'--backend tpu_vm ships a git checkout of icl_jax to the workers, and '
+                    f'this one is installed in {IMPORT_ROOT}. Run it from a checkout '
+                    f'(git clone, then python -m launch.sweep ...).')
+  relative = os.path.relpath(os.path.abspath(path), IMPORT_ROOT)
   if relative.startswith(os.pardir + os.sep):
-    raise UserError(f'--config={path} is outside this checkout ({REPO}), which is all that '
+    raise UserError(f'--config={path} is outside this checkout ({IMPORT_ROOT}), which is all that '
                     f'launch/tpu_vm.sh copies to the TPU VM workers. Copy the experiment file '
                     f'into the checkout (e.g. experiments/) and pass that path.')
   return relative + (f':{arg}' if arg is not None else '')
@@ -397,5 +406,11 @@ def main(argv):
     sys.exit(2)
 
 
+def run() -> None:
+  """The `icl-sweep` command."""
+  app.run(main, flags_parser=functools.partial(main_lib.parse_flags_optional_config,
+                                               doc=__doc__))
+
+
 if __name__ == '__main__':
-  app.run(main, flags_parser=main_lib.parse_flags_optional_config)
+  run()

@@ -13,6 +13,7 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
+from icl_jax import cli
 from icl_jax import report as report_lib
 from icl_jax.errors import UserError
 
@@ -39,6 +40,11 @@ def define_flags() -> None:
   flags.DEFINE_string('out', None, 'Output dir for summary.csv and figures; default --root.')
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """The `icl-report` command."""
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parser(__doc__))
+
+
+if __name__ == '__main__':
+  run()
