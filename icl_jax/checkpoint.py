@@ -40,6 +40,7 @@ _MAX_ROTATION_RETRIES = 5
 # How long a failed step's directory is watched for a rotation's delete to finish.
 _ROTATION_GRACE_S = 1.0
 _abandoned_reads_silenced = False  # The hooks chain, so install them once per process.
+_read_only_notices_quiet = False
 
 
 def _silence_abandoned_reads() -> None:
@@ -69,6 +70,18 @@ def _silence_abandoned_reads() -> None:
                 and 'async_deserialize' in message)
 
   py_logging.getLogger('asyncio').addFilter(is_kept)
+
+
+def _quiet_read_only_notices() -> None:
+  """Drops orbax's two warnings on every read-only manager (that it will not save, and that
+  the directory is read-only): a reader asked for exactly that. Once per process."""
+  global _read_only_notices_quiet
+  if _read_only_notices_quiet:
+    return
+  _read_only_notices_quiet = True
+  notices = ('CheckpointManagerOptions.read_only=True', 'Given directory is read only')
+  py_logging.getLogger('absl').addFilter(
+      lambda record: not record.getMessage().startswith(notices))
 
 
 def _listing_retried(list_steps: Callable[[], Any]) -> Any:
@@ -112,6 +125,8 @@ class Checkpointer:
     self.directory = directory(workdir)
     self.read_only = read_only
     self._bad: dict[int, str] = {}  # Step -> why it failed to restore, found this session.
+    if read_only:
+      _quiet_read_only_notices()  # Before the options: they warn too.
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=not read_only, read_only=read_only,
         # Saving overlaps with training; the device-to-host copy happens before save()
@@ -144,6 +159,7 @@ class Checkpointer:
     _silence_abandoned_reads()  # A damaged file: as in restore_latest.
     # A manager binds one handler per item on first use, and a partial restore needs
     # another handler than the full one: a manager of its own keeps both usable here.
+    _quiet_read_only_notices()
     manager = _open_manager(self.directory, ocp.CheckpointManagerOptions(read_only=True))
     try:
       restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(

@@ -44,6 +44,7 @@ from icl_jax import cli
 from icl_jax import diagnose
 from icl_jax import files
 from icl_jax import metrics as metrics_lib
+from icl_jax import progress
 from icl_jax import results as results_lib
 from icl_jax import sharding
 from icl_jax import steps
@@ -59,8 +60,9 @@ from icl_jax.evaluator import summarize_positions
 def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[str] = (),
                      num_episodes: int | None = None, out: str | None = None,
                      baseline_names: Sequence[str] | None = None,
-                     data_dir: str | None = None) -> dict[str, Any]:
-  """Runs the whole meta-test of a checkpoint and writes results.json/.csv/.png."""
+                     data_dir: str | None = None, verbose: bool = False) -> dict[str, Any]:
+  """Runs the whole meta-test of a checkpoint and writes results.json/.csv/.png.
+  verbose: say what it restores and tunes, with progress over the columns (the CLI)."""
   if out is not None:
     files.local(out, 'Output directory')
   ckpt, _, config = checkpoint_lib.open_run(workdir, step)
@@ -83,6 +85,8 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
     step, params = wl.restore_params_for_reading(ckpt, mesh, step)
   finally:
     ckpt.close()
+  if verbose:
+    progress.say(f'evaluating {workdir} at step {step}: {num_episodes} episodes per column')
   sets = make_eval_sets(wl, mesh, datasets,
                         include_random=not spec.regression and wl.reads_dataset,
                         data_dir=data_dir)
@@ -98,6 +102,8 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
       continue
     # The paper's SGD row (and GD for regression): the learning rate is picked on
     # training-pool tasks, on episodes disjoint from the evaluation ones.
+    if verbose:
+      progress.say(f'tuning the learning rate of the {name} baseline...')
     tune_set = EvalSet(f'{name}_tuning', sets[0].x_NxD, sets[0].y_N, unseen=False)
     tuner = Evaluator(wl, mesh, [tune_set], num_episodes)
     ep = jax.tree.map(lambda *a: jnp.concatenate(a), *tuner.episodes(tune_set, run))
@@ -109,7 +115,7 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
   model_name = config.model.name
   evaluator = Evaluator(wl, mesh, sets, num_episodes, fns,
                         host_baselines=baselines_lib.HOST_REGRESSION_BASELINES)
-  scores = evaluator.per_position(params, run, model_name=model_name)
+  scores = evaluator.per_position(params, run, model_name=model_name, show_progress=verbose)
   results = {s: {m: results_lib.curves(c) for m, c in methods.items()}
              for s, methods in scores.items()}
   metric = metric_name(spec)
@@ -217,7 +223,8 @@ def main(argv: Sequence[str]) -> None:
     if flags.baselines is not None:
       baseline_names = [] if flags.baselines == ['none'] else flags.baselines
     report = evaluate_workdir(flags.workdir, flags.step, flags.datasets or (),
-                              flags.num_tasks_eval, flags.out, baseline_names, flags.data_dir)
+                              flags.num_tasks_eval, flags.out, baseline_names, flags.data_dir,
+                              verbose=True)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

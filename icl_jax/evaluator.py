@@ -25,6 +25,7 @@ import numpy as np
 
 from icl_jax import baselines as baselines_lib
 from icl_jax import data
+from icl_jax import progress
 from icl_jax import rng
 from icl_jax import sharding
 from icl_jax import steps
@@ -157,17 +158,27 @@ class Evaluator:
                          unseen=eval_set.unseen, options=eval_set.options)
             for i in range(self.num_chunks)]
 
-  def per_position(self, params: Any, run: steps.Run,
-                   model_name: str = 'model') -> dict[str, dict[str, np.ndarray]]:
+  def per_position(self, params: Any, run: steps.Run, model_name: str = 'model',
+                   show_progress: bool = False) -> dict[str, dict[str, np.ndarray]]:
     """{set name: {method: score_MxT}} with M = self.num_episodes: correct (bool) for a
-    classification family, normalised squared error (float) for a regression one."""
+    classification family, normalised squared error (float) for a regression one.
+    show_progress: one tick per column (a set and a method), naming it."""
+    names = [model_name, *self._baselines]
+    bar = progress.Progress(len(self.sets) * len(names), 'evaluate', unit='column',
+                            disable=not show_progress)
     out = {}
     for eval_set in self.sets:
       episodes = self.episodes(eval_set, run)
-      methods = {model_name: [self._model(params, ep) for ep in episodes]}
-      for name, fn in self._baselines.items():
-        methods[name] = [fn(ep) for ep in episodes]
-      out[eval_set.name] = {m: np.concatenate(jax.device_get(c)) for m, c in methods.items()}
+      out[eval_set.name] = {}
+      for name in names:
+        bar.set_postfix(column=f'{eval_set.name} {name}')
+        if name == model_name:
+          scores = [self._model(params, ep) for ep in episodes]
+        else:
+          scores = [self._baselines[name](ep) for ep in episodes]
+        out[eval_set.name][name] = np.concatenate(jax.device_get(scores))
+        bar.update(1)
+    bar.close()
     return out
 
   def summary(self, params: Any, run: steps.Run) -> dict[str, float]:

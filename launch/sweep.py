@@ -54,6 +54,7 @@ from absl import logging
 from icl_jax import files
 from icl_jax import lease as lease_lib
 from icl_jax import main as main_lib
+from icl_jax import progress
 from icl_jax import status as status_lib
 from icl_jax import sweep as sweep_lib
 from icl_jax.errors import UserError
@@ -131,7 +132,6 @@ def run_subprocesses(root: str, launch_id: str, groups: list[list[sweep_lib.Poin
   workers as SIGTERM, which makes them save the step they reached and stop; the launcher
   starts no new group and waits for them, so no worker outlives it.
   """
-  import tqdm  # pylint: disable=g-import-not-at-top
   os.makedirs(os.path.join(root, 'logs', launch_id), exist_ok=True)
   queue = list(enumerate(groups))
   running: dict[int, tuple[subprocess.Popen, int]] = {}  # slot -> (process, group index)
@@ -150,7 +150,7 @@ def run_subprocesses(root: str, launch_id: str, groups: list[list[sweep_lib.Poin
 
   previous = {sig: signal.signal(sig, stop)
               for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
-  bar = tqdm.tqdm(total=sum(map(len, groups)), desc='points', unit='pt', dynamic_ncols=True)
+  bar = progress.Progress(sum(map(len, groups)), 'points', unit='point')
   try:
     while (queue and not stopping) or running:
       for slot in range(parallel):
@@ -163,6 +163,8 @@ def run_subprocesses(root: str, launch_id: str, groups: list[list[sweep_lib.Poin
                 worker_command(root, launch_id, index), stdout=log, stderr=subprocess.STDOUT,
                 cwd=IMPORT_ROOT, env=worker_env(slot if parallel > 1 else None))
           running[slot] = (process, index)
+          progress.say(f'group {index} ({len(groups[index])} points) started; its log: '
+                       f'{log_path(root, launch_id, index)}')
       for slot, (process, index) in list(running.items()):
         if process.poll() is None:
           continue

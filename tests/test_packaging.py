@@ -82,6 +82,10 @@ def test_train_and_evaluate_a_shipped_experiment_by_name(installed, data_dir, tm
             '--baselines=none')
   assert out.returncode == 0, out.stderr[-3000:]
   assert os.path.isfile(os.path.join(workdir, 'eval', '2', 'results.json'))
+  # What it does, then progress over its columns, as lines (stderr is not a terminal here).
+  assert f'evaluating {workdir} at step 2: 8 episodes per column' in out.stderr
+  assert 'evaluate: 0/3 columns (0%), starting' in out.stderr, out.stderr[-2000:]
+  assert 'evaluate: 3/3 columns (100%)' in out.stderr and '\r' not in out.stderr
   out = run(installed, 'icl-sweep', '--config=phase_transition_digits:smoke',
             f'--root={tmp_path / "sweep"}', '--dry_run')
   assert out.returncode == 0 and 'group 0' in out.stdout, out.stderr[-3000:]

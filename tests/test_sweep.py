@@ -366,6 +366,8 @@ def test_tpu_vm_workers_train_the_groups_worker_0_wrote(data_dir, tmp_path):
   launches = os.listdir(os.path.join(root, 'launches'))
   assert len(launches) == 1, report  # Worker 0's, and only it.
   assert 'worker 1: launch ' in worker_out[1] and 'written by worker 0' in worker_out[1], report
+  for out in worker_out:  # The console names each group's log, in lines (not a bar).
+    assert 'group 0 (2 points) started; its log: ' in out and '\r' not in out, report
   points = sweep.expand(f'{EXPERIMENT}:widths=8', root)
   assert all(sweep.point_status(p) == 'done' for p in points), report
   with open(os.path.join(root, 'launches', launches[0])) as f:
