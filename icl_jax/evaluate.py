@@ -143,19 +143,21 @@ def write_outputs(report: dict[str, Any], wl: workload_lib.Workload,
   os.makedirs(out, exist_ok=True)
   results = report['results']
   titles = {s.name: results_lib.display_name(s.name, wl.train_name) for s in sets}
+  title = (f'{report["workdir"]} at step {report["step"]}: mean over {report["num_episodes"]} '
+           f'episodes (each a new task) per curve; bands: 95% intervals')
   files.write_json(os.path.join(out, 'results.json'), report)
   results_lib.write_csv(os.path.join(out, 'results.csv'), results, report['metric'])
   if wl.regression:
     report['figure'] = 'error.png'
     results_lib.plot(os.path.join(out, report['figure']), results, titles, 1.0,
-                     regression=True)
+                     regression=True, title=title)
     dim = wl.config.task.dim
     report['table'] = results_lib.table(results, titles, regression=True,
                                         positions=(dim // 2, dim))
   else:
     report['figure'] = 'accuracy.png'
     results_lib.plot(os.path.join(out, report['figure']), results, titles,
-                     1.0 / wl.num_classes)
+                     1.0 / wl.num_classes, title=title)
     report['table'] = results_lib.table(results, titles)
   report['out'] = out
   write_tensorboard(os.path.join(out, metrics_lib.TB_DIR), report)

@@ -3,17 +3,18 @@
 A trainer holds `<workdir>/lease.json` ({host, pid, pid_start, started, heartbeat}, and on
 SLURM {slurm_job, slurm_restart}) while it trains (process 0 of a multi-host run holds it
 for all). A second trainer, a second submission whose predecessor still runs, or a
-relaunched sweep finds it and refuses (LeaseHeld, one line naming the holder) instead of interleaving metrics and racing orbax's checkpoint
-rotation. A lease is stale, and is taken over with a warning, when its holder is gone: a
-process on this host that no longer exists (kill -9, a crash, a lost node's restart), an
-earlier run of this same SLURM job (a requeue, perhaps on another node: SLURM runs one
-at a time), or a heartbeat older than STALE_AFTER_S from any host (a shared disk, another
-node).
+relaunched sweep finds it and refuses (LeaseHeld, one line naming the holder) instead of
+interleaving metrics and racing orbax's checkpoint rotation. A lease is stale, and is
+taken over with a warning, when its holder is gone: a process on this host that no longer
+exists (kill -9, a crash, a lost node's restart), an earlier run of this same SLURM job (a
+requeue, perhaps on another node: SLURM runs one at a time), or a heartbeat older than
+STALE_AFTER_S from any host (a shared disk, another node).
 
 Taking a lease is atomic on POSIX and NFS: the content is written to a temporary file,
-then hard-linked to `lease.json`, which fails if the name exists. The holder refreshes the
-heartbeat every HEARTBEAT_S from a background thread and checks before every checkpoint
-that the lease is still its own (`Lease.check`).
+then hard-linked to `lease.json`, which fails if the name exists (where hard links are
+refused, as on gcsfuse, an exclusive create stands in: `_create_exclusively`). The holder
+refreshes the heartbeat every HEARTBEAT_S from a background thread and checks before every
+checkpoint that the lease is still its own (`Lease.check`).
 """
 
 from __future__ import annotations

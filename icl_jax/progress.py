@@ -65,7 +65,8 @@ class Progress:
     done = self.n - self._initial
     rate = done / max(now - self._start, 1e-9)
     left = (self.total - self.n) / rate if rate > 0 else float('inf')
-    fields = [f'{self.desc}: {self.n}/{self.total} {self.unit}s ({100 * self.n / max(self.total, 1):.0f}%)',
+    percent = 100 * self.n / max(self.total, 1)
+    fields = [f'{self.desc}: {self.n}/{self.total} {self.unit}s ({percent:.0f}%)',
               f'{rate:.3g} {self.unit}s/s', f'{format_seconds(now - self._start)} elapsed',
               f'ETA {format_seconds(left)}']
     say(', '.join(fields + ([self._postfix] if self._postfix else [])))

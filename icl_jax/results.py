@@ -11,17 +11,38 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from icl_jax import files
+from icl_jax.evaluator import RANDOM
 from icl_jax.evaluator import SEEN
 from icl_jax.evaluator import UNSEEN
 
 Z_95 = 1.96
 
 
+# How figures name the classical learners (baselines/), beside the meta-trained model.
+METHOD_NAMES = {
+    'sgd': 'SGD (lr tuned)', 'logreg': 'logistic regression', 'knn': '1-nearest neighbour',
+    'knn3': '3-nearest neighbours', 'centroid': 'nearest centroid',
+    'majority': 'majority label', 'least_squares': 'least squares', 'ridge': 'ridge',
+    'lasso': 'Lasso', 'gd': 'gradient descent (lr tuned)', 'averaging': 'averaging',
+    'gp': 'GP posterior mean', 'tree': 'decision tree', 'tree_depth4': 'decision tree (depth 4)',
+    'boosting': 'gradient boosting'}
+
+
+def method_label(method: str, model_name: str, regression: bool = False) -> str:
+  if method == model_name:
+    return f'{model_name} (meta-trained)'
+  if regression and method == 'knn':
+    return 'nearest-neighbour regression'
+  return METHOD_NAMES.get(method, method)
+
+
 def display_name(set_name: str, train_dataset: str) -> str:
   if set_name == SEEN:
     return f'{train_dataset} (seen tasks)'
   if set_name == UNSEEN:
-    return train_dataset
+    return f'{train_dataset} (unseen tasks)'
+  if set_name == RANDOM:
+    return 'random (Gaussian inputs, random labels)'
   name = set_name.split(':', 1)[-1]
   return f'{train_dataset}, {name}' if name.startswith('x_') else name
 
@@ -47,35 +68,50 @@ def write_csv(path: str, results: Mapping[str, Mapping[str, Mapping[str, list[fl
 
 
 def plot(path: str, results: Mapping[str, Mapping[str, Mapping[str, list[float]]]],
-         titles: Mapping[str, str], chance: float | None, regression: bool = False) -> None:
-  """One panel per set, one curve per method; `chance` draws a reference line (for
-  regression: 1.0, the error of predicting the prior mean)."""
+         titles: Mapping[str, str], chance: float | None, regression: bool = False,
+         title: str | None = None) -> None:
+  """One panel per set, one curve per method (the first is the model: drawn on top, its
+  95% band the only strong one); `chance` draws a reference line (for regression: 1.0, the
+  error of predicting the prior mean). The legend sits below the panels, outside the data."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
   n = len(results)
-  fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False, sharey=True)
+  fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.2), squeeze=False, sharey=True)
+  clipped = False
   for ax, (set_name, methods) in zip(axes[0], results.items()):
+    model = next(iter(methods))
     for method, c in methods.items():
       mean, half = np.asarray(c['mean']), np.asarray(c['ci95'])
       t = np.arange(len(mean))
-      style = dict(lw=2.2, zorder=3) if method == next(iter(methods)) else dict(lw=1.2)
-      ax.plot(t, mean, label=method, **style)
-      ax.fill_between(t, mean - half, mean + half, alpha=0.15)
+      first = method == model
+      line, = ax.plot(t, mean, label=method_label(method, model, regression),
+                      lw=2.4 if first else 1.2, zorder=3 if first else 2)
+      ax.fill_between(t, mean - half, mean + half, alpha=0.2 if first else 0.06,
+                      color=line.get_color(), lw=0)
     if chance is not None:
       ax.axhline(chance, color='gray', ls='--', lw=1,
-                 label='predict 0' if regression else 'chance')
+                 label='predicting 0 (the prior mean)' if regression else 'chance (1 / classes)')
     ax.set_title(titles[set_name])
     ax.set_xlabel('examples in context')
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if regression:
       top = max(max(c['mean']) for c in methods.values())
+      clipped |= top * 1.05 > 2.0
       ax.set_ylim(0, min(max(top, 1.0) * 1.05, 2.0))
     else:
       ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-  axes[0][0].set_ylabel('normalised squared error' if regression else 'accuracy')
-  axes[0][-1].legend(fontsize=8, loc='upper right' if regression else 'lower right')
-  fig.tight_layout()
+  axes[0][0].set_ylabel(('normalised squared error' + (' (axis cut at 2)' if clipped else ''))
+                        if regression else 'accuracy')
+  handles, labels = axes[0][0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc='lower center', ncol=min(len(labels), 4), fontsize=8,
+             frameon=False)
+  rows = -(-len(labels) // 4)
+  if title:
+    fig.suptitle(title, fontsize=9)
+  fig.tight_layout(rect=(0, 0.02 + 0.045 * rows, 1, 0.95 if title else 1))
   files.save_figure(fig, path)
   plt.close(fig)
 

@@ -93,7 +93,8 @@ def parameters() -> dict[str, Any]:
   optional = dict(
       gpus_per_node=_GPUS.value or None, cpus_per_task=_CPUS.value or None,
       mem=(f'{int(_MEM.value)}GB' if _MEM.value == int(_MEM.value) else
-           f'{int(_MEM.value * 1024)}MB') if _MEM.value else None, partition=_PARTITION.value, account=_ACCOUNT.value,
+           f'{int(_MEM.value * 1024)}MB') if _MEM.value else None,
+      partition=_PARTITION.value, account=_ACCOUNT.value,
       qos=_QOS.value, constraint=_CONSTRAINT.value, additional_parameters=extra or None,
       setup=list(_SETUP.value) or None)
   params.update({k: v for k, v in optional.items() if v is not None})
@@ -119,7 +120,8 @@ def sbatch_script(folder: str, num_tasks: int) -> str:
   """The array script exactly as `submit` hands it to sbatch (submitit's own renderer)."""
   ex = executor(folder, render_only=True)
   ex.parameters['map_count'] = num_tasks  # As submitit's map_array sets it.
-  return ex._make_submission_file_text(ex._submitit_command_str, 'array')  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  return ex._make_submission_file_text(ex._submitit_command_str, 'array')
 
 
 def submit(folder: str, root: str, launch_id: str, num_groups: int,

@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import os
 import pathlib
+import re
 import shlex
 import shutil
 import signal
@@ -165,6 +166,9 @@ def run_subprocesses(root: str, launch_id: str, groups: list[list[sweep_lib.Poin
           running[slot] = (process, index)
           progress.say(f'group {index} ({len(groups[index])} points) started; its log: '
                        f'{log_path(root, launch_id, index)}')
+      bar.set_postfix(**{f'group {index}': step
+                         for _, index in running.values()
+                         if (step := group_step(log_path(root, launch_id, index)))})
       for slot, (process, index) in list(running.items()):
         if process.poll() is None:
           continue
@@ -180,6 +184,22 @@ def run_subprocesses(root: str, launch_id: str, groups: list[list[sweep_lib.Poin
     for sig, handler in previous.items():
       signal.signal(sig, handler)
   return failed, bool(stopping)
+
+
+_STEP_LINE = re.compile(r': (\d+)/(\d+) steps \(')
+
+
+def group_step(log: str) -> str | None:
+  """'step/total' of a running group, from the last progress line of its log (the worker
+  writes one every progress.LINE_INTERVAL_S); None before the first."""
+  try:
+    with open(log, 'rb') as f:
+      f.seek(max(f.seek(0, os.SEEK_END) - 4096, 0))
+      tail = f.read().decode(errors='replace')
+  except OSError:
+    return None
+  found = _STEP_LINE.findall(tail)
+  return f'step {found[-1][0]}/{found[-1][1]}' if found else None
 
 
 def report_group(points: list[sweep_lib.Point], returncode: int | str, log: str) -> int:

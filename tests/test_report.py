@@ -171,8 +171,9 @@ def test_report_tables_count_states_and_list_failures(sweep):
   text = result['table']
   header = next(table_rows(text, 'model \\ num_tasks'))
   assert header == ['16', '256', 'inf']  # inf after every finite count.
-  acc_32, phase_32 = table_rows(text, 'width=32')
-  acc_64, phase_64 = table_rows(text, 'width=64')
+  # Rows name the swept model fields and the parameter count the points reported.
+  acc_32, phase_32 = table_rows(text, 'width=32 (10k params)')
+  acc_64, phase_64 = table_rows(text, 'width=64 (40k params)')
   assert acc_32 == ['0.110', 'pending', '0.100 (1/2 done)']
   assert acc_64 == ['0.150 (1/2 done)', '-', '0.650']
   assert phase_32 == ['memorisation', 'pending', 'no_learning (1/2)']
@@ -269,10 +270,10 @@ def test_rows_are_ordered_by_num_params_not_by_label(tmp_path, plots):
   ])
   result = report_lib.report(root)
   text = result['table']
-  assert text.index('width=64,depth=1') < text.index('width=32,depth=8')
+  assert text.index('width=64,depth=1 (50k params)') < text.index('width=32,depth=8 (100k params)')
   # task.num_tasks is not swept: one column, the configured count.
   assert next(table_rows(text, 'model \\ num_tasks')) == ['65536']
-  assert next(table_rows(text, 'width=64,depth=1')) == ['0.100']
+  assert next(table_rows(text, 'width=64,depth=1 (50k params)')) == ['0.100']
   # The plateau plot needs a varied batch size or task count.
   assert 'plateau.png' in result['skipped'] and 'plateau.png' not in result['figures']
   assert plots == ['phase_diagram.png', 'unseen_vs_tasks.png']
@@ -288,7 +289,7 @@ def test_unswept_model_is_one_row_and_batch_size_plateau(tmp_path, plots):
                                        records=loss_records(leaves_at=100))),
   ])
   result = report_lib.report(root)
-  assert next(table_rows(result['table'], 'width=64,depth=2')) == ['0.100']
+  assert next(table_rows(result['table'], 'width=64,depth=2 (1k params)')) == ['0.100']
   assert 'plateau.png' in result['figures'] and 'plateau.png' in plots
   assert report_lib.plateau_fields(report_lib.read_points(root)[0], ['train.batch_size']) == [
       'train.batch_size']
@@ -307,7 +308,7 @@ def test_without_sweep_json_reports_point_directories(tmp_path, plots):
   os.makedirs(os.path.join(root, 'not_a_point'))
   result = report_lib.report(root)
   assert result['counts'] == {'done': 1, 'failed': 0, 'running': 1, 'pending': 0}
-  assert next(table_rows(result['table'], 'width=32')) == ['0.700', 'running']
+  assert next(table_rows(result['table'], 'width=32 (10 params)')) == ['0.700', 'running']
   assert result['swept'] == ['model.width', 'task.num_tasks', 'seed']
 
 
@@ -340,7 +341,7 @@ def test_partial_files_do_not_crash(tmp_path, plots):
   no_summary = rows['model.width=32,seed=3,task.num_tasks=16']
   assert no_summary['error'] == 'done, but no accuracy summary in status.json'
   assert no_summary['phase'] == '' and no_summary['plateau_steps'] == '30'
-  assert next(table_rows(result['table'], 'width=32')) == ['0.700 (1/4 done)']
+  assert next(table_rows(result['table'], 'width=32 (10 params)')) == ['0.700 (1/4 done)']
   assert result['counts']['done'] == 2
 
 

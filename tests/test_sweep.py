@@ -427,3 +427,15 @@ def test_a_root_belongs_to_one_experiment(data_dir, tmp_path):
   assert sub.returncode == 0, sub.stderr[-2000:]
   assert f'sweep root: {root}/tiny_sweep-widths=8' in sub.stderr
   assert f'{root}/tiny_sweep-widths=8/' in sub.stdout
+
+
+def test_the_console_reads_the_running_groups_step_from_its_log(tmp_path):
+  from launch import sweep as launcher  # pylint: disable=g-import-not-at-top
+  log = tmp_path / 'group-0.log'
+  assert launcher.group_step(str(log)) is None  # Not started.
+  log.write_text('compiling the train step...\n')
+  assert launcher.group_step(str(log)) is None
+  log.write_text('x' * 10_000 + '\ntrain 2 runs: 0/300 steps (0%), starting\n'
+                 'train 2 runs: 120/300 steps (40%), 3.1 steps/s, 0m39s elapsed, ETA 1m00s\n'
+                 'step 120 | seen tasks: ...\n')
+  assert launcher.group_step(str(log)) == 'step 120/300'

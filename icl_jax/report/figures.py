@@ -59,7 +59,8 @@ def _axis_labels(ax, xs: Mapping[Any, float], field: str) -> None:
     ax.set_xticklabels([format_num_tasks(v, tex=True) for v in xs])
     if fields_lib.INFINITE_TASKS in xs and len(xs) > 1:
       # The infinite pool sits past a gap, not at a real log2 position.
-      ax.axvline(xs[fields_lib.INFINITE_TASKS] - 1, color='gray', ls=':', lw=0.8)
+      ax.axvline(xs[fields_lib.INFINITE_TASKS] - 1, color='gray', ls=':', lw=0.8,
+                 label='axis break: ∞ (a new task every episode) is not to scale')
   else:
     ax.set_xticklabels([str(v) for v in xs])
   ax.set_xlabel({NUM_TASKS: 'number of tasks', BATCH_SIZE: 'batch size'}.get(field, field))
@@ -70,11 +71,14 @@ def plot_phase_diagram(path: str, grid: Grid, chances: Sequence[float]) -> None:
   from matplotlib import colors as mcolors  # pylint: disable=g-import-not-at-top
   from matplotlib import patches  # pylint: disable=g-import-not-at-top
   num_rows, num_cols = len(grid.rows), len(grid.cols)
-  panel_w, panel_h = max(3.2, 0.75 * num_cols + 1.6), max(2.4, 0.55 * num_rows + 1.4)
-  fig, axes = plt.subplots(1, 3, figsize=(3 * panel_w + 1.5, panel_h + 0.9), squeeze=False)
+  # Three panels stacked, each as wide as its columns need: readable at a page's width
+  # (side by side, a sweep of 2^0..2^16 tasks made a strip whose text vanished).
+  panel_w, panel_h = max(4.0, 0.52 * num_cols + 2.6), max(1.8, 0.42 * num_rows + 1.2)
+  fig, axes = plt.subplots(3, 1, figsize=(panel_w + 1.6, 3 * panel_h + 0.4), squeeze=False)
+  axes = axes[:, 0]
   chance = f' (chance {", ".join(f"{c:.2f}" for c in chances)})' if chances else ''
-  for ax, key, title in ((axes[0][0], 'seen/acc_last', 'seen tasks'),
-                         (axes[0][1], 'unseen/acc_last', 'unseen tasks')):
+  for ax, key, title in ((axes[0], 'seen/acc_last', 'seen tasks'),
+                         (axes[1], 'unseen/acc_last', 'unseen tasks')):
     values_RxC = np.full((num_rows, num_cols), np.nan)
     for i, row in enumerate(grid.rows):
       for j, col in enumerate(grid.cols):
@@ -83,14 +87,14 @@ def plot_phase_diagram(path: str, grid: Grid, chances: Sequence[float]) -> None:
     cmap = plt.get_cmap('viridis').with_extremes(bad=EMPTY_COLOR)
     image = ax.imshow(np.ma.masked_invalid(values_RxC), cmap=cmap, vmin=0, vmax=1,
                       aspect='auto', origin='lower')
-    fig.colorbar(image, ax=ax, label='accuracy, last positions', fraction=0.08)
+    fig.colorbar(image, ax=ax, label='accuracy,\nlast positions', fraction=0.05, pad=0.02)
     for (i, j), v in np.ndenumerate(values_RxC):
       if not np.isnan(v):
         ax.text(j, i, f'{v:.2f}', ha='center', va='center', fontsize=8,
                 color='white' if v < 0.6 else 'black')
-    ax.set_title(f'{title}: accuracy{chance}', fontsize=9)
+    ax.set_title(f'{title}: accuracy at the last positions{chance}', fontsize=9)
 
-  ax = axes[0][2]
+  ax = axes[2]
   index_RxC = np.full((num_rows, num_cols), np.nan)
   for i, row in enumerate(grid.rows):
     for j, col in enumerate(grid.cols):
@@ -110,13 +114,13 @@ def plot_phase_diagram(path: str, grid: Grid, chances: Sequence[float]) -> None:
             title='*: label of only some points', title_fontsize=7)
   ax.set_title('phase (most common label)', fontsize=9)
 
-  for ax in axes[0]:
+  for ax in axes:
     ax.set_xticks(range(num_cols))
     ax.set_xticklabels([format_num_tasks(c, tex=True) for c in grid.cols])
     ax.set_yticks(range(num_rows))
     ax.set_yticklabels(grid.row_labels, fontsize=8)
-    ax.set_xlabel('number of tasks')
-  axes[0][0].set_ylabel('model size')
+    ax.set_ylabel('model size')
+  axes[-1].set_xlabel('number of tasks (∞: a new task every episode)')
   fig.tight_layout()
   files.save_figure(fig, path)
   plt.close(fig)
@@ -185,7 +189,10 @@ def _plateau_panel(plt, ax, known: Sequence[PointRecord], grid: Grid, field: str
   colors = plt.get_cmap('plasma')(np.linspace(0.05, 0.8, max(len(groups), 1)))
   row_labels = dict(zip(grid.rows, grid.row_labels))
   censored_any = False
-  for color, group in zip(colors, order):
+  # Lines that coincide (equal plateau lengths) stay visible: each later one thinner, dashed
+  # differently and drawn on top.
+  styles = ('-', '--', '-.', ':')
+  for i, (color, group) in enumerate(zip(colors, order)):
     label = row_labels[group[0]] + ''.join(
         f', {_short(f)}={format_num_tasks(v) if f == NUM_TASKS else v}'
         for f, v in zip(others, group[1:]))
@@ -201,14 +208,15 @@ def _plateau_panel(plt, ax, known: Sequence[PointRecord], grid: Grid, field: str
       ax.scatter([x], [y], s=40 if censored else 14, zorder=3, marker='^' if censored else 'o',
                  facecolors='none' if censored else color, edgecolors=color)
     line_x = sorted(steps_by_x)
-    ax.plot(line_x, [np.mean(steps_by_x[x]) for x in line_x], color=color, lw=1.8, label=label)
+    ax.plot(line_x, [np.mean(steps_by_x[x]) for x in line_x], color=color, label=label,
+            lw=max(3.0 - 0.6 * i, 1.0), ls=styles[i % len(styles)], zorder=2 + 0.01 * i)
+  _axis_labels(ax, xs, field)  # First: its axis break joins the legend.
   handles, _ = ax.get_legend_handles_labels()
   if censored_any:
     handles.append(mlines.Line2D([], [], color='gray', marker='^', ls='none',
                                  markerfacecolor='none',
                                  label='never left the plateau\n(at its final step)'))
   ax.legend(handles=handles, fontsize=7)
-  _axis_labels(ax, xs, field)
   ax.set_ylabel('steps until loss < ln(classes) - %g' % diagnose.PLATEAU_MARGIN)
   ax.set_ylim(bottom=0)
   ax.grid(alpha=0.3)

@@ -84,11 +84,26 @@ def make_grid(points: Sequence[PointRecord], swept: Sequence[str]) -> Grid:
 
 
 def _row_label(model_fields: Sequence[str], row: tuple, points: Sequence[PointRecord]) -> str:
+  """The swept model fields, then the parameter count once a point of the row reports it:
+  `width=64 (52k params)`."""
   if model_fields:
-    return ','.join(f'{f.split(".", 1)[1]}={v}' for f, v in zip(model_fields, row))
-  # Nothing swept about the model: name the one model all points share, if known.
-  width, depth = points[0].get('model.width'), points[0].get('model.depth')
-  return f'width={width},depth={depth}' if width is not None else 'model'
+    label = ','.join(f'{f.split(".", 1)[1]}={v}' for f, v in zip(model_fields, row))
+  else:  # Nothing swept about the model: name the one model all points share, if known.
+    width, depth = points[0].get('model.width'), points[0].get('model.depth')
+    label = f'width={width},depth={depth}' if width is not None else 'model'
+  sizes = sorted({p.num_params for p in points if p.num_params is not None})
+  if sizes:
+    label += f' ({"-".join(format_count(n) for n in (sizes[0], sizes[-1])[:len(sizes)])} params)'
+  return label
+
+
+def format_count(n: int) -> str:
+  """10000 -> '10k', 1234567 -> '1.2M', 950 -> '950'."""
+  for scale, suffix in ((1e9, 'G'), (1e6, 'M'), (1e3, 'k')):
+    if n >= scale:
+      value = n / scale
+      return f'{value:.2g}{suffix}' if value < 10 else f'{value:.0f}{suffix}'
+  return str(n)
 
 
 def done_accs(points: Sequence[PointRecord], key: str) -> list[float]:
