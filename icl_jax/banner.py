@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Sequence
 
@@ -15,9 +16,14 @@ _UNINTERESTING = ('data.data_dir',)
 _MAX_SHOWN = 24  # Changed fields listed by name; more are counted.
 
 
+@functools.cache
+def _defaults() -> dict[str, object]:
+  return fields_lib.flatten(config_lib.base_config())
+
+
 def changed_fields(config: ml_collections.ConfigDict) -> dict[str, object]:
   """{field: value} of the fields that differ from config.base_config()."""
-  base = fields_lib.flatten(config_lib.base_config())
+  base = _defaults()  # Read only: built once, though every run of a group asks twice.
   return {k: v for k, v in fields_lib.flatten(config).items()
           if k not in _UNINTERESTING and (k not in base or base[k] != v)}
 

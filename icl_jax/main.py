@@ -195,10 +195,10 @@ def main(argv):
 
 
 def run() -> None:
-  """The `icl-train` command."""
+  """The `icl-train` command, and `python -m icl_jax.main`."""
+  flags.mark_flags_as_required(['config', 'workdir'])
   app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main, flags_parser=parse_flags)
+  run()

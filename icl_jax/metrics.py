@@ -37,6 +37,7 @@ class MetricWriter:
     self.enabled = jax.process_index() == 0
     self.path = os.path.join(workdir, METRICS_FILE)
     self._tb = None
+    self._end = None  # The HParams session's end, written when the run completes.
     if not self.enabled:
       return
     os.makedirs(workdir, exist_ok=True)
@@ -65,7 +66,7 @@ class MetricWriter:
   def close(self, finished: bool = False) -> None:
     """finished: the run reached its last step (the HParams session ends as a success)."""
     if self._tb is not None:
-      if finished and getattr(self, '_end', None) is not None:
+      if finished and self._end is not None:
         self._tb.file_writer.add_summary(self._end)
       self._tb.close()
       self._tb = None

@@ -91,3 +91,5 @@ def test_train_and_evaluate_a_shipped_experiment_by_name(installed, data_dir, tm
   assert out.returncode == 0 and 'group 0' in out.stdout, out.stderr[-3000:]
   out = run(installed, 'icl-eval')
   assert out.returncode == 2 and out.stderr.startswith('error: flag --workdir'), out.stderr
+  out = run(installed, 'icl-train', '--config', 'gpicl_digits:smoke')  # No --workdir.
+  assert out.returncode == 2 and out.stderr.startswith('error: flag --workdir'), out.stderr
