@@ -30,7 +30,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0  # Every key derives from it by fold_in with a named purpose.
 
   c.data = ml_collections.ConfigDict()
-  c.data.dataset = 'digits'  # TFDS name; 'digits' is embedded and prepared offline.
+  # TFDS name ('digits' is embedded and prepared offline), or folder:PATH / npz:PATH for
+  # images on disk (icl_jax/data/local.py).
+  c.data.dataset = 'digits'
   c.data.image_shape = (8, 8)  # Every dataset is grayscaled and resized to this.
   # None: $TFDS_DATA_DIR, else ~/tensorflow_datasets.
   c.data.data_dir = ml_collections.config_dict.placeholder(str)
@@ -103,7 +105,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.datasets = ()  # Other TFDS datasets to meta-test on during training (unseen tasks).
+  c.eval.datasets = ()  # Other datasets (as c.data.dataset) to meta-test on during training.
   c.eval.num_episodes = 256  # Per evaluation, for each of seen and unseen tasks.
   c.eval.first_positions = 5  # "Accuracy at the first positions" averages over these.
   c.eval.last_positions = 10  # "... at the last positions" averages over these.
@@ -214,8 +216,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   t, m, tr, e = config.task, config.model, config.train, config.eval
   _require(_is_int(config.seed), f'config.seed must be an integer, got {config.seed!r}.')
   _require(isinstance(config.data.dataset, str) and bool(config.data.dataset),
-           f'config.data.dataset must be a TFDS dataset name like \'digits\', got '
-           f'{config.data.dataset!r}.')
+           f'config.data.dataset must be a TFDS dataset name like \'digits\', or '
+           f'folder:PATH / npz:PATH; got {config.data.dataset!r}.')
   shape = config.data.image_shape
   _require(isinstance(shape, (tuple, list)) and len(shape) == 2 and
            all(_is_count(s) for s in shape),
@@ -301,7 +303,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
            f'config.train.schedule={tr.schedule!r} is unknown; choose one of {SCHEDULES}.')
 
   _require(isinstance(e.datasets, (tuple, list)) and all(isinstance(d, str) for d in e.datasets),
-           f'config.eval.datasets must be a tuple of TFDS names, got {e.datasets!r}.')
+           f'config.eval.datasets must be a tuple of dataset names (TFDS, folder:PATH or '
+           f'npz:PATH), got {e.datasets!r}.')
   _require(_is_count(e.num_episodes),
            f'config.eval.num_episodes must be an integer in [1, 2**31), got '
            f'{e.num_episodes!r}.')

@@ -1,13 +1,14 @@
 r"""Meta-test a trained model from its workdir, beside classical learners on the same episodes.
 
-  python -m icl_jax.evaluate --workdir DIR [--step N] [--datasets digits,mnist,...] \
-      [--num_tasks_eval M] [--out DIR] [--baselines sgd,logreg,...|none]
+  python -m icl_jax.evaluate --workdir DIR [--step N] [--datasets mnist,folder:PATH,...] \
+      [--data_dir D] [--num_tasks_eval M] [--out DIR] [--baselines sgd,logreg,...|none]
 
 Restores the latest (or given) checkpoint and the config stored with it onto whatever
 devices exist now, then measures in-context accuracy at every position on:
   seen          tasks from the training pool, on the training split;
   unseen        new tasks on the held-out split of the training dataset;
-  unseen:NAME   new tasks on the held-out split of every other requested dataset,
+  unseen:NAME   new tasks on the held-out split of every other requested dataset (a TFDS
+                name, an image folder folder:PATH or an array file npz:PATH),
                 resized to the model's input shape;
   random        random inputs with random labels, to be memorised in context.
 Every episode gets its own task, so M episodes are M tasks. Writes
@@ -245,7 +246,7 @@ def define_flags() -> None:
   from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
   absl_flags.DEFINE_string('workdir', None, 'Workdir of a training run.', required=True)
   absl_flags.DEFINE_integer('step', None, 'Checkpoint step; default: the latest.')
-  absl_flags.DEFINE_list('datasets', [], 'Other TFDS datasets to meta-test on.')
+  absl_flags.DEFINE_list('datasets', [], 'Other datasets to meta-test on: TFDS names, folder:PATH (PATH/<split>/<label>/<image>) or npz:PATH (x_<split>, y_<split>).')
   absl_flags.DEFINE_integer('num_tasks_eval', None,
                             'Episodes (each its own task) per column; default config.eval.num_episodes.')
   absl_flags.DEFINE_string('out', None, 'Output dir; default <workdir>/eval/<step>.')

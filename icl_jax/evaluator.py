@@ -94,7 +94,11 @@ def make_eval_sets(wl: workload_lib.Workload, mesh: jax.sharding.Mesh,
           f'{train_ds.num_classes}; evaluate on datasets with at most '
           f'{train_ds.num_classes} classes.')
     ds.check_seq_len(config.task.seq_len)
-    sets.append(EvalSet(f'{UNSEEN}:{name}', *wl.device_inputs(ds, mesh), unseen=True))
+    set_name = f'{UNSEEN}:{ds.short_name}'
+    if set_name in {s.name for s in sets} or ds.short_name == train_ds.short_name:
+      raise UserError(f'Two datasets to meta-test on are both named {ds.short_name!r} '
+                      f'(the last is {name!r}); rename one folder or file.')
+    sets.append(EvalSet(set_name, *wl.device_inputs(ds, mesh), unseen=True))
   if include_random:
     x_NxD, y_N = random_dataset(config.seed, train_ds.num_features, train_ds.num_classes)
     put = functools.partial(sharding.put_replicated, mesh=mesh)

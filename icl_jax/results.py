@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -109,9 +110,14 @@ def plot(path: str, results: Mapping[str, Mapping[str, Mapping[str, list[float]]
   fig.legend(handles, labels, loc='lower center', ncol=min(len(labels), 4), fontsize=8,
              frameon=False)
   rows = -(-len(labels) // 4)
+  top = 1.0
   if title:
-    fig.suptitle(title, fontsize=9)
-  fig.tight_layout(rect=(0, 0.02 + 0.045 * rows, 1, 0.95 if title else 1))
+    # Wrapped to the figure's width (~0.6 em per character at 9 pt): a workdir path in a
+    # one- or two-panel figure would otherwise run off both edges.
+    lines = textwrap.wrap(title, width=int(fig.get_figwidth() * 72 / (9 * 0.6)))
+    fig.suptitle('\n'.join(lines), fontsize=9)
+    top = 0.98 - 0.04 * len(lines)
+  fig.tight_layout(rect=(0, 0.02 + 0.045 * rows, 1, top))
   files.save_figure(fig, path)
   plt.close(fig)
 

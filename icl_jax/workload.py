@@ -68,7 +68,9 @@ class Workload:
   @property
   def train_name(self) -> str:
     """What the model was trained on: the dataset, or the synthetic family."""
-    return self.config.data.dataset if self.reads_dataset else self.config.task.family
+    if self.reads_dataset:
+      return self.train_ds.short_name
+    return tasks.FAMILIES[self.config.task.family].title
 
   def num_params(self) -> int:
     return steps.num_params(self.abstract_state['params'])

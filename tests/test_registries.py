@@ -97,3 +97,9 @@ def test_a_model_refuses_at_build_time_the_prompts_it_does_not_serve(name):
     else:
       with pytest.raises(ValueError, match=f'cannot serve the {prompt!r} prompt'):
         build()
+
+
+def test_every_family_has_a_title_for_figures():
+  """A synthetic family's figures and tables name its tasks by this title, not its key."""
+  for name, family in tasks.FAMILIES.items():
+    assert family.reads_dataset or family.title, name

@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import logging
 import os
+import sys
 import tempfile
 
 import jax
@@ -24,6 +25,7 @@ from jax.experimental import multihost_utils
 
 from icl_jax.data import compact
 from icl_jax.data import digits
+from icl_jax.data import local
 from icl_jax.errors import UserError
 
 CACHE_DIRNAME = 'icl_jax_cache'
@@ -51,7 +53,7 @@ class Dataset:
     y_N: int32 class labels in [0, num_classes).
     num_classes: number of classes of the dataset's `label` feature.
     image_shape: (H, W) the images were resized to.
-    name: TFDS dataset name, as passed to `load`.
+    name: the dataset argument passed to `load`: a TFDS name, folder:PATH or npz:PATH.
     split: TFDS split name, as passed to `load`.
     pixels_NxD: the values before normalisation as uint8, where they are
       integers in [0, 255]; None where that would lose information (resized
@@ -68,6 +70,12 @@ class Dataset:
   pixels_NxD: np.ndarray | None = None
   mean: np.float32 = np.float32(0.0)
   std: np.float32 = np.float32(1.0)
+
+  @property
+  def short_name(self) -> str:
+    """The name for tables, figures and tags: the TFDS name, or a folder's or file's stem."""
+    source = local.parse(self.name)
+    return self.name if source is None else source.name
 
   @property
   def num_features(self) -> int:
@@ -111,7 +119,8 @@ def load(
   first, the others after it.
 
   Args:
-    name: TFDS dataset name, e.g. 'digits', 'mnist', 'cifar10'.
+    name: TFDS dataset name, e.g. 'digits', 'mnist', 'cifar10'; or `folder:PATH` /
+      `npz:PATH` for images on disk (see local.py).
     split: a split name of the dataset, e.g. 'train' or 'test' (no slicing).
     image_shape: (H, W) to resize the images to.
     data_dir: TFDS data dir; None means `default_data_dir()`.
@@ -150,6 +159,9 @@ def _load(
   """`load` in one process."""
   image_shape = _check_image_shape(image_shape)
   data_dir = os.path.expanduser(data_dir or default_data_dir())
+  source = local.parse(name)
+  if source is not None:
+    return _load_local(source, name, split, image_shape, data_dir)
   builder = _prepared_builder(name, data_dir)
   if split not in builder.info.splits:
     raise UserError(
@@ -172,6 +184,24 @@ def _load(
     images_NxHxWxC, y_N = _read_split(builder, split)
     arrays = dict(_preprocess(images_NxHxWxC, image_shape), y_N=y_N)
     _write_npz_atomically(cache_path, **arrays)
+  return _dataset(arrays, num_classes, image_shape, name, split)
+
+
+def _load_local(source: local.Source, name: str, split: str,
+                image_shape: tuple[int, int], data_dir: str) -> Dataset:
+  """`_load` of an image folder or array file, cached under its files' fingerprint."""
+  local.check(source, split)
+  height, width = image_shape
+  cache_path = os.path.join(data_dir, CACHE_DIRNAME, local.cache_dir(source),
+                            f'{split}-{height}x{width}-p{_PREPROCESSING_VERSION}.npz')
+  if os.path.exists(cache_path):
+    with np.load(cache_path) as cache:
+      arrays = {k: cache[k] for k in cache.files}
+    num_classes = int(arrays.pop('num_classes'))
+  else:
+    images_NxHxWxC, y_N, num_classes = local.read(source, split, image_shape)
+    arrays = dict(_preprocess(images_NxHxWxC, image_shape), y_N=y_N)
+    _write_npz_atomically(cache_path, **arrays, num_classes=np.int32(num_classes))
   return _dataset(arrays, num_classes, image_shape, name, split)
 
 
@@ -307,6 +337,11 @@ def _prepared_builder(
 
   if not builder.is_prepared():
     if isinstance(builder, digits.Digits):
+      if not sys.stderr.isatty():
+        # TFDS's bars are carriage-return redraws: noise in log files (CI, SLURM, sweeps).
+        tfds.disable_progress_bar()
+      print(f'preparing the embedded digits dataset in {builder.data_dir} (once)',
+            file=sys.stderr, flush=True)
       builder.download_and_prepare(
           file_format='array_record',
           download_config=tfds.download.DownloadConfig(try_download_gcs=False),

@@ -39,6 +39,8 @@ class Family(NamedTuple):
   # The sampler also takes the dataset (x_NxD, y_N, num_classes, proj_scale, bias_fraction,
   # projection) and ignores TaskOptions.
   reads_dataset: bool = False
+  # What figures and tables call the family's tasks (a dataset's name where it reads one).
+  title: str = ''
 
   @property
   def uses_curriculum(self) -> bool:
@@ -69,24 +71,27 @@ def _not_regression(options: TaskOptions) -> float:
   return 1.0
 
 
-def _regression(sample, y_variance) -> Family:
-  return Family('regression', sample, _one_output, y_variance)
+def _regression(sample, y_variance, title) -> Family:
+  return Family('regression', sample, _one_output, y_variance, title=title)
 
 
 # Insertion order is the order the config's error messages list them in.
 FAMILIES: dict[str, Family] = {
     'projected': Family('classification', projected.sample, None, _not_regression,
                         reads_dataset=True),
-    'linear': _regression(functions.sample_linear, _dim_variance),
-    'sparse_linear': _regression(functions.sample_sparse_linear, _sparsity_variance),
+    'linear': _regression(functions.sample_linear, _dim_variance, 'linear functions'),
+    'sparse_linear': _regression(functions.sample_sparse_linear, _sparsity_variance,
+                                 'sparse linear functions'),
     # E[y^2] = E|x|^2 = D by the sqrt(2/hidden) scale, for any number of hidden units.
-    'relu2nn': _regression(functions.sample_relu2nn, _dim_variance),
-    'tree': _regression(functions.sample_tree, _unit_variance),  # y is a N(0, 1) leaf.
-    'gp': _regression(gp.sample_gp, _unit_variance),  # k(x, x) = 1.
+    'relu2nn': _regression(functions.sample_relu2nn, _dim_variance, '2-layer ReLU networks'),
+    'tree': _regression(functions.sample_tree, _unit_variance,  # y is a N(0, 1) leaf.
+                        'decision trees'),
+    'gp': _regression(gp.sample_gp, _unit_variance, 'GP-prior functions'),  # k(x, x) = 1.
     'parity': Family('classification', parity.sample_parity, lambda options: 2,
-                     _not_regression),
+                     _not_regression, title='sparse parities'),
     'recall': Family('classification', recall.sample_recall,
-                     lambda options: options.num_classes, _not_regression),
+                     lambda options: options.num_classes, _not_regression,
+                     title='associative recall'),
 }
 
 # The families that need nothing but TaskOptions (every sampler takes the same keywords).
