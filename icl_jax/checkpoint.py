@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging as py_logging
 import os
+import re
+import shutil
 import sys
 import time
 from typing import Any, Callable
@@ -113,6 +115,30 @@ def corrupt_directory(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), CORRUPT_DIRNAME)
 
 
+class SaveFailed(UserError):
+  """A checkpoint could not be written; the message says where, why and what is kept."""
+
+  def __init__(self, message: str, step: int | None = None):
+    super().__init__(message)
+    self.step = step  # The step whose save failed.
+
+
+def _quiet_background_save_errors() -> None:
+  """Drops orbax's own report of a failed background save (an error line and tracebacks
+  per handler): Checkpointer.save and wait raise SaveFailed for it, in one line."""
+  if getattr(_quiet_background_save_errors, 'done', False):
+    return
+  _quiet_background_save_errors.done = True
+  _silence_abandoned_reads()  # Tensorstore writes completing after orbax closed its loop.
+  notices = ('in background save thread', '_SignalingThread.run() raised an exception',
+             'Save Finalize thread')
+  py_logging.getLogger('absl').addFilter(
+      lambda record: not any(n in record.getMessage() for n in notices))
+  py_logging.getLogger('asyncio').addFilter(
+      lambda record: not ('was never retrieved' in record.getMessage()
+                          and '.orbax-checkpoint-tmp' in record.getMessage()))
+
+
 class Checkpointer:
   """Saves and restores train states with their config."""
 
@@ -124,6 +150,7 @@ class Checkpointer:
     self.workdir = os.path.abspath(workdir)
     self.directory = directory(workdir)
     self.read_only = read_only
+    self._saving: int | None = None  # The step of the newest save started.
     self._bad: dict[int, str] = {}  # Step -> why it failed to restore, found this session.
     if read_only:
       _quiet_read_only_notices()  # Before the options: they warn too.
@@ -143,9 +170,65 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def save(self, step: int, state: Any, config: ml_collections.ConfigDict) -> None:
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        config=ocp.args.JsonSave(config.to_dict())))
+    """Starts saving `step` in the background; SaveFailed if it, or the save before it (whose
+    error only shows now), could not be written (a full disk, a lost mount)."""
+    _quiet_background_save_errors()
+    if self._saving is not None:
+      # Orbax's save waits for the previous one anyway; waiting here first reports its
+      # failure as that step's, not this one's.
+      self.wait()
+    self._saving = step
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          config=ocp.args.JsonSave(config.to_dict())))
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_failed(e) from None
+
+  def check(self) -> None:
+    """SaveFailed if a background save has failed by now; cheap, so a single-process
+    training loop asks every step and stops at once rather than at the next save."""
+    if self._saving is None:
+      return
+    try:
+      self._manager.check_for_errors()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_failed(e) from None
+
+  def _save_failed(self, error: BaseException) -> 'SaveFailed':
+    """The one-line error of a failed save, once orbax's partial directories are removed."""
+    chain = [error]
+    while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and nxt not in chain:
+      chain.append(nxt)
+    text = ' '.join(' '.join(str(e).split()) for e in chain)
+    os_error = next((e for e in chain if isinstance(e, OSError)), None)
+    code = re.search(r"os_error_code='?(\d+)", text)  # Tensorstore's OSErrors: ValueErrors.
+    if code:
+      cause = os.strerror(int(code.group(1)))
+    elif os_error is not None:
+      cause = f'{os_error.strerror or os_error}'
+    else:
+      cause = ' '.join(str(error).split())[:_MAX_ERROR_CHARS] or type(error).__name__
+    removed = []
+    try:
+      for name in os.listdir(self.directory):
+        if '.orbax-checkpoint-tmp' in name:
+          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+          removed.append(name)
+    except OSError:
+      pass
+    try:
+      free = f'{shutil.disk_usage(self.directory).free / 2**20:.1f} MB free there now'
+    except OSError:
+      free = 'free space unknown'
+    good = status_lib.latest_checkpoint_step(self.workdir)
+    return SaveFailed(
+        f'Saving checkpoint step {self._saving} to {self.directory} failed: {cause} '
+        f'({free}). ' + (f'The last good checkpoint, step {good}, is kept; '
+                         if good else 'No checkpoint was saved before; ') +
+        ('the partial one was removed. ' if removed else '') +
+        'Free some space (or move the workdir) and rerun the same command to resume.',
+        self._saving)
 
   def restore_state(self, step: int, abstract_state: Any) -> Any:
     """Restores onto the shardings carried by `abstract_state` (any mesh, any device count)."""
@@ -171,8 +254,23 @@ class Checkpointer:
     return restored.state['params']
 
   def restore_config(self, step: int) -> ml_collections.ConfigDict:
-    restored = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-    return config_lib.from_dict(restored.config)
+    """The config stored with `step`; UserError naming that checkpoint (and only it) if the
+    file is damaged or was edited into something that is not a valid config."""
+    path = os.path.join(self.step_path(step), 'config', 'metadata')
+    try:
+      restored = self._manager.restore(
+          step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+      if not isinstance(restored.config, dict):
+        raise ValueError(f'it holds a {type(restored.config).__name__}, not a config')
+      config = config_lib.from_dict(restored.config)
+      config_lib.validate(config)
+    except Exception as e:  # pylint: disable=broad-except
+      if not os.path.isdir(self.step_path(step)):
+        raise  # Rotated away meanwhile: the caller reads the step list again.
+      why = ' '.join(str(e).split())[:_MAX_ERROR_CHARS] or type(e).__name__
+      raise UserError(f'The config stored with checkpoint step {step} ({path}) cannot be '
+                      f'used: {why}. Pass another --step, or restore that file.') from None
+    return config
 
   def step_path(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
@@ -290,7 +388,12 @@ class Checkpointer:
     self._manager.reload()  # Orbax's cached step list still holds the moved steps.
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    """Waits for saves in flight; SaveFailed if one could not be written."""
+    try:
+      self._manager.wait_until_finished()
+      self._manager.check_for_errors()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_failed(e) from None
 
   def close(self) -> None:
     self._manager.close()

@@ -3,18 +3,29 @@ errors as one `error:` line with exit code 2 (absl's own exit 1 with a FATAL ban
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Callable
 
 from absl import flags
 
 HELP = ('--help', '-h', '-?', '--helpfull', '--helpshort')
+# The upper bound of integer flags that become counts, steps or indices: JAX's int32 (and
+# SLURM's C ints) cannot hold more, and no sweep needs more.
+INT32_MAX = 2**31 - 1
 
 
 def _ours(module: str) -> bool:
   """Whether a module's flags are the program's: icl_jax's and the launcher's (by dotted
   name, or by path for the module run as __main__), not those of absl, orbax or TFDS."""
   return any(name in module for name in ('icl_jax', 'launch'))
+
+
+def require_finite(flag: flags.FlagHolder) -> flags.FlagHolder:
+  """`flag` (a float flag), refusing nan and inf, which its bounds let through."""
+  flags.register_validator(flag, lambda v: v is None or math.isfinite(v),
+                           message=f'--{flag.name} must be a finite number')
+  return flag
 
 
 def exit_on_help(argv: list[str], doc: str | None) -> None:

@@ -214,7 +214,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   from icl_jax.tasks import prompts  # pylint: disable=g-import-not-at-top
 
   t, m, tr, e = config.task, config.model, config.train, config.eval
-  _require(_is_int(config.seed), f'config.seed must be an integer, got {config.seed!r}.')
+  # jax.random.key takes a signed 64-bit seed; a larger one fails deep inside JAX.
+  _require(_is_int(config.seed) and -2**63 <= config.seed < 2**63,
+           f'config.seed must be an integer in [-2**63, 2**63), got {config.seed!r}.')
   _require(isinstance(config.data.dataset, str) and bool(config.data.dataset),
            f'config.data.dataset must be a TFDS dataset name like \'digits\', or '
            f'folder:PATH / npz:PATH; got {config.data.dataset!r}.')

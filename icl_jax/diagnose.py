@@ -53,7 +53,9 @@ def plateau_length(records: Sequence[Mapping[str, float]], num_classes: int,
   None if it never did within the records (the run is still on its plateau).
   """
   threshold = math.log(num_classes) - PLATEAU_MARGIN
-  for record in sorted((r for r in records if loss_key in r), key=lambda r: r['step']):
+  numeric = (r for r in records
+             if isinstance(r.get(loss_key), (int, float)) and not isinstance(r[loss_key], bool))
+  for record in sorted(numeric, key=lambda r: r['step']):
     if record[loss_key] < threshold:
       return int(record['step'])
   return None

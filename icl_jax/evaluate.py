@@ -30,6 +30,7 @@ icl_jax/results.py; this module assembles them for one workdir and is the CLI.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import sys
@@ -48,6 +49,7 @@ from icl_jax import metrics as metrics_lib
 from icl_jax import progress
 from icl_jax import results as results_lib
 from icl_jax import sharding
+from icl_jax import status as status_lib
 from icl_jax import steps
 from icl_jax import workload as workload_lib
 from icl_jax.errors import UserError
@@ -65,15 +67,17 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
   """Runs the whole meta-test of a checkpoint and writes results.json/.csv/.png.
   verbose: say what it restores and tunes, with progress over the columns (the CLI)."""
   if out is not None:
-    files.local(out, 'Output directory')
+    status_lib.check_output_dir(files.local(out, 'Output directory'), '--out')
+    _check_not_anothers(out, workdir, step)
+  if num_episodes is not None and not 1 <= num_episodes < 2**31:
+    raise UserError(f'--num_tasks_eval must be an integer in [1, 2**31), got {num_episodes}.')
   ckpt, _, config = checkpoint_lib.open_run(workdir, step)
   try:
     config.mesh.data = config.mesh.run = -1  # Whatever devices exist now.
     if data_dir:
       config.data.data_dir = data_dir
-    num_episodes = num_episodes or config.eval.num_episodes
-    if num_episodes < 1:
-      raise UserError(f'--num_tasks_eval must be >= 1, got {num_episodes}.')
+    if num_episodes is None:
+      num_episodes = config.eval.num_episodes
     wl = workload_lib.build(config)
     spec = wl.spec
     available = _available_baselines(config, spec)
@@ -86,11 +90,11 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
     step, params = wl.restore_params_for_reading(ckpt, mesh, step)
   finally:
     ckpt.close()
-  if verbose:
-    progress.say(f'evaluating {workdir} at step {step}: {num_episodes} episodes per column')
-  sets = make_eval_sets(wl, mesh, datasets,
+  sets = make_eval_sets(wl, mesh, datasets,  # First: a bad dataset is the only line.
                         include_random=not spec.regression and wl.reads_dataset,
                         data_dir=data_dir)
+  if verbose:
+    progress.say(f'evaluating {workdir} at step {step}: {num_episodes} episodes per column')
   run = sharding.put(steps.run_values(config), sharding.replicated(mesh))
 
   chosen = {}
@@ -138,9 +142,24 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
   return write_outputs(report, wl, sets, out or os.path.join(workdir, 'eval', str(step)))
 
 
+def _check_not_anothers(out: str, workdir: str, step: int | None = None) -> None:
+  """UserError if `out` already holds the results of another run (or another step)."""
+  try:
+    with open(os.path.join(out, 'results.json')) as f:
+      previous = json.load(f)
+    theirs = (previous['workdir'], previous['step'])
+  except (OSError, ValueError, KeyError, TypeError):
+    return  # Nothing there, or nothing we wrote: results.json is replaced atomically.
+  if theirs[0] != os.path.abspath(workdir) or (step is not None and theirs[1] != step):
+    raise UserError(f'--out {out} holds the results of {theirs[0]} at step {theirs[1]}; '
+                    'evaluating here would replace them. Choose another --out (the default '
+                    'is <workdir>/eval/<step>), or delete that directory first.')
+
+
 def write_outputs(report: dict[str, Any], wl: workload_lib.Workload,
                   sets: Sequence[EvalSet], out: str) -> dict[str, Any]:
   """results.json, results.csv and the figure into `out`; adds 'figure', 'table', 'out'."""
+  _check_not_anothers(out, report['workdir'], report['step'])
   os.makedirs(out, exist_ok=True)
   results = report['results']
   titles = {s.name: results_lib.display_name(s.name, wl.train_name) for s in sets}
@@ -231,7 +250,8 @@ def main(argv: Sequence[str]) -> None:
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  head = f'{report["workdir"]} at step {report["step"]}: {report["num_episodes"]} episodes per column'
+  head = (f'{report["workdir"]} at step {report["step"]}: {report["num_episodes"]} episodes '
+          'per column')
   if report['phase'] is not None:
     head += f', phase {report["phase"]}, plateau {report["plateau_steps"]} steps'
   print(head)
@@ -241,17 +261,27 @@ def main(argv: Sequence[str]) -> None:
   print(f'wrote {report["out"]}/results.json, results.csv, {report["figure"]}')
 
 
-def define_flags() -> None:
-  """Flags of the CLI; defined only when run as a program, so importing stays side-effect free."""
+def define_flags(flag_values=None) -> None:
+  """Flags of the CLI; defined only when run as a program, so importing stays side-effect
+  free. `flag_values`: where to define them (default absl's global FLAGS; tests pass their
+  own)."""
   from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
-  absl_flags.DEFINE_string('workdir', None, 'Workdir of a training run.', required=True)
-  absl_flags.DEFINE_integer('step', None, 'Checkpoint step; default: the latest.')
-  absl_flags.DEFINE_list('datasets', [], 'Other datasets to meta-test on: TFDS names, folder:PATH (PATH/<split>/<label>/<image>) or npz:PATH (x_<split>, y_<split>).')
+  # `is None`: an empty FlagValues is falsy.
+  fv = dict(flag_values=absl_flags.FLAGS if flag_values is None else flag_values)
+  absl_flags.DEFINE_string('workdir', None, 'Workdir of a training run.', required=True, **fv)
+  absl_flags.DEFINE_integer('step', None, 'Checkpoint step; default: the latest.',
+                            lower_bound=0, upper_bound=cli.INT32_MAX, **fv)
+  absl_flags.DEFINE_list('datasets', [], 'Other datasets to meta-test on: TFDS names, '
+                         'folder:PATH (PATH/<split>/<label>/<image>) or npz:PATH (arrays '
+                         'x_<split>, y_<split>).', **fv)
   absl_flags.DEFINE_integer('num_tasks_eval', None,
-                            'Episodes (each its own task) per column; default config.eval.num_episodes.')
-  absl_flags.DEFINE_string('out', None, 'Output dir; default <workdir>/eval/<step>.')
-  absl_flags.DEFINE_list('baselines', None, 'Baselines to run (default all), or none.')
-  absl_flags.DEFINE_string('data_dir', None, 'TFDS data dir; default: the stored config\'s.')
+                            'Episodes (each its own task) per column; default '
+                            'config.eval.num_episodes.',
+                            lower_bound=1, upper_bound=cli.INT32_MAX, **fv)
+  absl_flags.DEFINE_string('out', None, 'Output dir; default <workdir>/eval/<step>.', **fv)
+  absl_flags.DEFINE_list('baselines', None, 'Baselines to run (default all), or none.', **fv)
+  absl_flags.DEFINE_string('data_dir', None, 'TFDS data dir; default: the stored config\'s.',
+                           **fv)
 
 
 def run() -> None:

@@ -75,5 +75,5 @@ def read_json(path: str) -> Any | None:
   try:
     with open(path) as f:
       return json.load(f)
-  except (OSError, json.JSONDecodeError):
+  except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8 (binary garbage).
     return None

@@ -101,12 +101,17 @@ def read(workdir: str) -> list[dict]:
   if not os.path.exists(path):
     return []
   records = []
-  with open(path) as f:
+  # errors='replace': a line of binary garbage is skipped like any foreign line.
+  with open(path, encoding='utf-8', errors='replace') as f:
     for line in f:
       try:
-        records.append(json.loads(line))
+        record = json.loads(line)
       except json.JSONDecodeError:
         continue  # A line cut short by a kill mid-write; the steps it held get redone.
+      step = record.get('step') if isinstance(record, dict) else None
+      if isinstance(step, int) and not isinstance(step, bool):
+        records.append(record)
+      # Anything else (a note, a hand-edited line) is not a record of ours: skipped.
   return records
 
 

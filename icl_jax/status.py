@@ -14,6 +14,7 @@ import os
 from typing import Any, Mapping
 
 from icl_jax import files
+from icl_jax.errors import UserError
 
 STATUS_FILE = 'status.json'
 POINT_FILE = 'point.json'
@@ -94,3 +95,33 @@ def run_state(workdir: str, target_steps: int | None) -> str:
   """The state of the run in `workdir` that is set to train `target_steps` steps."""
   started = os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR))
   return state_of(read(workdir), target_steps, started)
+
+
+_RUN_FILES = (STATUS_FILE, CONFIG_FILE, 'metrics.jsonl')
+
+
+def is_workdir(path: str) -> bool:
+  """Whether `path` is a run's workdir (it has checkpoints, a config, metrics or a status)."""
+  return any(os.path.exists(os.path.join(path, name)) for name in _RUN_FILES + (CHECKPOINT_DIR,))
+
+
+def check_output_dir(out: str, what: str) -> None:
+  """UserError if `out` is a place outputs do not belong: a run's workdir itself (its
+  tb/, metrics and status are the run's) or anywhere inside a run's checkpoints/."""
+  path = os.path.abspath(out)
+  if is_workdir(path):
+    raise UserError(f'{what} {out} is a training run\'s workdir; its files (tb/, metrics, '
+                    'status) belong to that run. Choose another directory, e.g. '
+                    f'{os.path.join(out, "eval")}.')
+  while True:
+    parent = os.path.dirname(path)
+    in_checkpoints = os.path.basename(path) == CHECKPOINT_DIR and any(
+        os.path.exists(os.path.join(parent, name)) for name in _RUN_FILES)
+    if in_checkpoints or os.path.exists(os.path.join(path, '_CHECKPOINT_METADATA')):
+      parent = parent if in_checkpoints else os.path.dirname(parent)
+      raise UserError(f'{what} {out} is inside the checkpoints of the run in {parent}, which '
+                      'orbax manages (it deletes and renames steps there). Choose a '
+                      f'directory outside it, e.g. {os.path.join(parent, "eval")}.')
+    if parent == path:
+      return
+    path = parent

@@ -80,6 +80,12 @@ def _restore_group(wl: workload_lib.Workload, ckpts: Sequence[checkpoint_lib.Che
 # Workdir checks
 # ---------------------------------------------------------------------------------------
 def check_workdir_writable(workdir: str) -> None:
+  if not workdir or not workdir.strip():
+    raise UserError(f'The workdir is empty ({workdir!r}); pass --workdir=DIR, the directory '
+                    'for this run\'s checkpoints and metrics.')
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f'Workdir {workdir!r} is a file, not a directory; pass a directory '
+                    '(new or of this run) as --workdir.')
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f'.write_probe_{os.getpid()}')
@@ -270,6 +276,15 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
     start = 0
 
   is_main = jax.process_index() == 0
+  finished = [finished_result(c, w, start) for c, w in zip(configs, workdirs)]
+  if all(finished):  # Restored (so verified) at its end: say so, compile nothing.
+    for ckpt in ckpts:
+      ckpt.close()
+    if is_main:
+      for c, result in zip(configs, finished):
+        for line in finished_lines(c, result):
+          progress.say(line)
+    return finished
   if is_main:
     for c, w in zip(configs, workdirs):  # Readable before the first checkpoint.
       files.write_json(os.path.join(w, status_lib.CONFIG_FILE), c.to_dict())
@@ -358,6 +373,7 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
         ckpts[r].save(step, take(state, r), configs[r])
 
   step = start
+  single_process = jax.process_count() == 1
   preempted = None  # The step saved when a stop signal arrived.
   stop_signal = None
   completed = False
@@ -368,6 +384,9 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
         drain()
         pending = (step, device_metrics)
         bar.update(1)
+        if single_process:  # Several processes learn of it at the next save, together.
+          for ckpt in ckpts:
+            ckpt.check()  # A save that failed in the background stops the run now.
         if len(errors) == num_runs:
           break  # Nothing left to train.
         if stop.requested(step):
@@ -384,13 +403,24 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
     if start >= total:  # Resumed at the end: report without retraining or re-logging.
       summaries = [evaluator.summary(take(state, r)['params'], runs_replicated[r])
                    for r in range(num_runs)]
+    for ckpt in ckpts:
+      ckpt.wait()  # The last saves are whole (or their failure is known) before "done".
     completed = preempted is None
+  except checkpoint_lib.SaveFailed as e:
+    # A full disk or a lost mount: stop now, at the last good checkpoint, rather than train
+    # on with nothing saved. Every run of the group stops (they share the disk).
+    logging.info('save failed: %s', e)
+    for r in range(num_runs):
+      errors.setdefault(r, (e.step or step, str(e)))
   finally:
     bar.close()
     for r, writer in enumerate(writers):
       writer.close(finished=completed and r not in errors)
     for ckpt in ckpts:
-      ckpt.wait()  # Saves in flight complete, so the last good checkpoint is whole.
+      try:
+        ckpt.wait()  # Saves in flight complete, so the last good checkpoint is whole.
+      except checkpoint_lib.SaveFailed:
+        pass  # Reported above, or an exception is already on its way.
       ckpt.close()
 
   results = [status_lib.RunResult(os.path.abspath(w), errors[r][0], {}, errors[r][1])
@@ -404,7 +434,44 @@ def _train(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
   for result in results:
     write_status(result, num_params=wl.num_params(), num_classes=wl.num_classes,
                  state_size=wl.state_size(), seconds=seconds)
+  if is_main and num_runs == 1 and completed and not errors:
+    progress.say(results_line(results[0].workdir))
   return results
+
+
+def finished_result(config: ml_collections.ConfigDict, workdir: str,
+                    restored_step: int) -> status_lib.RunResult | None:
+  """The stored result of a run already trained to at least config.train.steps: its status
+  says done at `restored_step`, the newest checkpoint that restored. Else None."""
+  status = status_lib.read(workdir)
+  if not status or status.get('status') != status_lib.DONE:
+    return None
+  step, summary = status.get('step'), status.get('summary')
+  if (not isinstance(step, int) or isinstance(step, bool) or step < config.train.steps
+      or step != restored_step or not isinstance(summary, dict)):
+    return None  # A hand-edited or stale status, or a damaged last checkpoint: train on.
+  return status_lib.RunResult(os.path.abspath(workdir), step, summary)
+
+
+def finished_lines(config: ml_collections.ConfigDict,
+                   result: status_lib.RunResult) -> list[str]:
+  """What a rerun of a finished run prints: that, its final summary, and its files."""
+  asked = config.train.steps
+  why = (f'trained to step {result.step}, more than the {asked} steps asked for; nothing to '
+         'train (its checkpoints are kept as they are)' if result.step > asked else
+         f'already trained to step {result.step}; nothing to train')
+  lines = [f'icl_jax: {result.workdir} is {why}. Raise --config.train.steps to train on.']
+  try:
+    lines.append(evaluator_lib.format_summary(result.step, result.summary, config))
+  except (KeyError, TypeError, ValueError):
+    pass  # A summary without the usual fields (hand-edited): the files still say it all.
+  return lines + [results_line(result.workdir)]
+
+
+def results_line(workdir: str) -> str:
+  """Where a finished run's results are, and how to meta-test it."""
+  return (f'results: {os.path.join(workdir, status_lib.STATUS_FILE)}, metrics.jsonl, tb/; '
+          f'meta-test it with: python -m icl_jax.evaluate --workdir {workdir}')
 
 
 def take_leases(workdirs: Sequence[str],
@@ -440,5 +507,9 @@ def _divergence_message(step: int, m: dict[str, float], ckpt: checkpoint_lib.Che
 
 
 def write_status(result: status_lib.RunResult, **extra: Any) -> None:
-  if jax.process_index() == 0:
+  if jax.process_index() != 0:
+    return
+  try:
     status_lib.write(result, **extra)
+  except OSError as e:  # A full disk: the error being reported matters more than its record.
+    logging.warning('Could not write %s (%s).', status_lib.STATUS_FILE, e.strerror or e)

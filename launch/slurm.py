@@ -33,6 +33,7 @@ runtime.configure()
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 import submitit
 
+from icl_jax import cli
 from icl_jax import status as status_lib
 from icl_jax.errors import UserError
 from . import worker
@@ -42,16 +43,21 @@ _LOCAL = flags.DEFINE_bool('slurm_local', False, 'slurm: run the array with subm
 _PARTITION = flags.DEFINE_string('slurm_partition', None, 'slurm: partition.')
 _GPUS = flags.DEFINE_integer('slurm_gpus_per_node', 1, 'slurm: GPUs per node of an array '
                              'task; one process per GPU (0: a CPU task, one process per node).',
-                             lower_bound=0)
-_NODES = flags.DEFINE_integer('slurm_nodes', 1, 'slurm: nodes per array task.', lower_bound=1)
+                             lower_bound=0, upper_bound=cli.INT32_MAX)
+_NODES = flags.DEFINE_integer('slurm_nodes', 1, 'slurm: nodes per array task.', lower_bound=1,
+                              upper_bound=cli.INT32_MAX)
 _TIMEOUT = flags.DEFINE_integer('slurm_timeout_min', 240, 'slurm: minutes per task (a task '
-                                'that reaches it is requeued and resumes).', lower_bound=1)
+                                'that reaches it is requeued and resumes).', lower_bound=1,
+                                upper_bound=cli.INT32_MAX)
 _PARALLELISM = flags.DEFINE_integer('slurm_array_parallelism', 64,
-                                    'slurm: array tasks running at once.', lower_bound=1)
+                                    'slurm: array tasks running at once.', lower_bound=1,
+                                    upper_bound=cli.INT32_MAX)
 _CPUS = flags.DEFINE_integer('slurm_cpus_per_task', 0, 'slurm: CPUs per process (0: the '
-                             'site\'s default, often 1: XLA compiles on these).', lower_bound=0)
-_MEM = flags.DEFINE_float('slurm_mem_gb', 0, 'slurm: host memory per node in GB (0: the '
-                          'site\'s default).', lower_bound=0)
+                             'site\'s default, often 1: XLA compiles on these).', lower_bound=0,
+                             upper_bound=cli.INT32_MAX)
+_MEM = cli.require_finite(flags.DEFINE_float(
+    'slurm_mem_gb', 0, 'slurm: host memory per node in GB (0: the site\'s default).',
+    lower_bound=0, upper_bound=2**30))
 _ACCOUNT = flags.DEFINE_string('slurm_account', None, 'slurm: account to charge.')
 _QOS = flags.DEFINE_string('slurm_qos', None, 'slurm: quality of service.')
 _CONSTRAINT = flags.DEFINE_string('slurm_constraint', None, 'slurm: node features, e.g. h100.')
@@ -63,9 +69,10 @@ _SETUP = flags.DEFINE_multi_string(
     '"module load cuda/12.4" or "source ~/venv/bin/activate".')
 _SIGNAL_DELAY = flags.DEFINE_integer(
     'slurm_signal_delay_s', 120, 'slurm: SIGUSR2 comes this long before the time limit, to '
-    'save and requeue.', lower_bound=1)
+    'save and requeue.', lower_bound=1, upper_bound=cli.INT32_MAX)
 _MAX_TIMEOUTS = flags.DEFINE_integer('slurm_max_num_timeout', 3, 'slurm: time-outs a task '
-                                     'is requeued after.', lower_bound=0)
+                                     'is requeued after.', lower_bound=0,
+                                     upper_bound=cli.INT32_MAX)
 
 # What submitit sends before a time limit and on preemption (its default, USR2).
 REQUEUE_SIGNAL = signal.SIGUSR2

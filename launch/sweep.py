@@ -52,6 +52,7 @@ from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-positio
 from absl import flags
 from absl import logging
 
+from icl_jax import cli
 from icl_jax import files
 from icl_jax import lease as lease_lib
 from icl_jax import main as main_lib
@@ -75,15 +76,20 @@ _BACKEND = flags.DEFINE_enum('backend', 'vmap', BACKENDS, 'How to run the points
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'List points, groups and status; run nothing.')
 _PARALLEL = flags.DEFINE_integer(
     'parallel', 1, 'local: points run at once; vmap: groups run at once. Each worker then '
-    'sees one GPU (CUDA_VISIBLE_DEVICES=slot): one group per local GPU.')
-_MAX_GROUP = flags.DEFINE_integer('max_group_size', 64, 'vmap/slurm/tpu_vm: runs per group.')
-_DEVICE_MEMORY = flags.DEFINE_float(
+    'sees one GPU (CUDA_VISIBLE_DEVICES=slot): one group per local GPU.', lower_bound=1,
+    upper_bound=1024)
+_MAX_GROUP = flags.DEFINE_integer('max_group_size', 64, 'vmap/slurm/tpu_vm: runs per group.',
+                                  lower_bound=1, upper_bound=cli.INT32_MAX)
+_DEVICE_MEMORY = cli.require_finite(flags.DEFINE_float(
     'device_memory_gb', 0, 'Memory of one device, for the estimate that splits a group whose '
-    'runs would not fit (icl_jax/packing.py); 0: what the device reports.')
+    'runs would not fit (icl_jax/packing.py); 0: what the device reports.', lower_bound=0,
+    upper_bound=2**20))
 _CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', 0, 'On a CPU host, split it into this many XLA devices for each worker '
-    '(the run axis spreads a group over them); 0: leave XLA_FLAGS alone.')
-_ONLY_GROUP = flags.DEFINE_integer('only_group', None, 'Worker mode: train group I of a launch.')
+    '(the run axis spreads a group over them); 0: leave XLA_FLAGS alone.', lower_bound=0,
+    upper_bound=4096)
+_ONLY_GROUP = flags.DEFINE_integer('only_group', None, 'Worker mode: train group I of a launch.',
+                                   lower_bound=0, upper_bound=cli.INT32_MAX)
 _LAUNCH = flags.DEFINE_string(
     'launch', None, 'The launch id (its manifest is <root>/launches/<id>.json): a worker\'s '
     'group comes from it; the tpu_vm backend gives every TPU VM worker the same one.')
@@ -341,6 +347,12 @@ def launch(argv: list[str]) -> int:
     root = os.path.join(root, sweep_lib.subroot_name(config_arg))
     print(f'sweep root: {root}', file=sys.stderr)
   sweep_lib.check_root_owner(root, config_arg)
+  if not _DRY_RUN.value:
+    try:
+      os.makedirs(root, exist_ok=True)
+    except OSError as e:
+      raise UserError(f'Cannot create sweep root {root!r} ({e.strerror}); pass a --root you '
+                      'can write to.') from None
   if _BACKEND.value == 'tpu_vm':
     command = tpu_vm_command(argv)
     if _DRY_RUN.value or shutil.which('gcloud') is None:
@@ -415,8 +427,12 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
   try:
-    if _ROOT.value is None:
-      raise UserError('--root is missing: pass the directory for the sweep\'s workdirs.')
+    if _ROOT.value is None or not _ROOT.value.strip():
+      raise UserError(f'--root is {"missing" if _ROOT.value is None else "empty"}: pass the '
+                      'directory for the sweep\'s workdirs.')
+    if os.path.exists(_ROOT.value) and not os.path.isdir(_ROOT.value):
+      raise UserError(f'Sweep root {_ROOT.value!r} is a file, not a directory; pass a '
+                      'directory for the sweep\'s workdirs as --root.')
     if _ONLY_GROUP.value is not None:
       if _LAUNCH.value is None:
         raise UserError('--only_group needs --launch=<id> (the launcher passes both).')

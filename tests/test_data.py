@@ -7,6 +7,7 @@ through TFDS array_record data sources.
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -242,7 +243,8 @@ def test_cache_holds_the_compact_form(data_dir, digits_train):
   cache_dir = os.path.join(data_dir, loading.CACHE_DIRNAME, 'digits', '1.0.0')
   [name] = [f for f in os.listdir(cache_dir) if f.startswith('train-8x8')]
   version = loading._PREPROCESSING_VERSION  # pylint: disable=protected-access
-  assert name.endswith(f'-p{version}.npz')
+  # The preprocessing version, then the fingerprint of the prepared files it came from.
+  assert re.fullmatch(rf'train-8x8-p{version}-[0-9a-f]{{12}}\.npz', name), name
   with np.load(os.path.join(cache_dir, name)) as cache:
     assert sorted(cache.files) == ['mean', 'pixels_NxD', 'std', 'y_N']
     assert cache['pixels_NxD'].dtype == np.uint8

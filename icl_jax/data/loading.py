@@ -13,10 +13,14 @@ level (see compact.py).
 
 import dataclasses
 import difflib
+import hashlib
 import logging
 import os
+import re
+import shutil
 import sys
 import tempfile
+import zipfile
 
 import jax
 import numpy as np
@@ -159,6 +163,9 @@ def _load(
   """`load` in one process."""
   image_shape = _check_image_shape(image_shape)
   data_dir = os.path.expanduser(data_dir or default_data_dir())
+  if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+    raise UserError(f'The TFDS data dir {data_dir} is a file, not a directory. Point '
+                    'TFDS_DATA_DIR, config.data.data_dir or --data_dir at a directory.')
   source = local.parse(name)
   if source is not None:
     return _load_local(source, name, split, image_shape, data_dir)
@@ -171,20 +178,94 @@ def _load(
   num_classes = _check_features(builder, name)
 
   height, width = image_shape
+  # Keyed by the prepared files themselves: a dataset prepared again under the same name
+  # and version (a fixed builder, a changed split) never gets the old arrays.
   cache_path = os.path.join(
       data_dir,
       CACHE_DIRNAME,
       builder.info.full_name,  # name[/config]/version
-      f'{split}-{height}x{width}-p{_PREPROCESSING_VERSION}.npz',
+      f'{split}-{height}x{width}-p{_PREPROCESSING_VERSION}-{_fingerprint(builder.data_dir)}.npz',
   )
-  if os.path.exists(cache_path):
-    with np.load(cache_path) as cache:
-      arrays = {k: cache[k] for k in cache.files}
-  else:
-    images_NxHxWxC, y_N = _read_split(builder, split)
+  arrays = _read_cache(cache_path)
+  if arrays is None:
+    try:
+      images_NxHxWxC, y_N = _read_split(builder, split)
+    except (OSError, RuntimeError, ValueError, KeyError) as e:  # array_record's errors
+      builder = _damaged(builder, name, data_dir, f'{split} split unreadable: {e}')
+      images_NxHxWxC, y_N = _read_split(builder, split)
+      cache_path = _with_fingerprint(cache_path, _fingerprint(builder.data_dir))
     arrays = dict(_preprocess(images_NxHxWxC, image_shape), y_N=y_N)
     _write_npz_atomically(cache_path, **arrays)
+    _remove_stale(cache_path)
   return _dataset(arrays, num_classes, image_shape, name, split)
+
+
+def _remove_stale(cache_path: str) -> None:
+  """Deletes the caches of the same split and shape derived from earlier preparations."""
+  directory, name = os.path.split(cache_path)
+  prefix = name[:-len('.npz')].rpartition('-')[0]
+  try:
+    for other in os.listdir(directory):
+      if other != name and (other == prefix + '.npz' or
+                            (other.startswith(prefix + '-') and other.endswith('.npz'))):
+        os.remove(os.path.join(directory, other))
+  except OSError:
+    pass  # Read-only or shared: stale files are never read, only kept.
+
+
+def _fingerprint(directory: str) -> str:
+  """12 hex digits of the names, sizes and modification times of a directory's files."""
+  h = hashlib.sha256()
+  for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+    if entry.is_file():
+      st = entry.stat()
+      h.update(f'{entry.name}\0{st.st_size}\0{st.st_mtime_ns}\0'.encode())
+  return h.hexdigest()[:12]
+
+
+def _with_fingerprint(cache_path: str, fingerprint: str) -> str:
+  stem, _, _ = cache_path[:-len('.npz')].rpartition('-')
+  return f'{stem}-{fingerprint}.npz'
+
+
+def _read_cache(cache_path: str) -> dict[str, np.ndarray] | None:
+  """The arrays of a cache file; None if there is none, or it is damaged (then it is
+  deleted, with a warning, and rebuilt by the caller: it is ours and derived)."""
+  if not os.path.exists(cache_path):
+    return None
+  try:
+    with np.load(cache_path) as cache:
+      arrays = {k: cache[k] for k in cache.files}
+    if 'y_N' not in arrays or not ({'x_NxD', 'pixels_NxD'} & set(arrays)):
+      raise ValueError('arrays missing')
+    return arrays
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+    print(f'warning: the preprocessed cache {cache_path} is damaged ({e}); rebuilding it.',
+          file=sys.stderr, flush=True)
+    try:
+      os.remove(cache_path)
+    except OSError:
+      pass
+    return None
+
+
+def _damaged(builder: tfds.core.DatasetBuilder, name: str, data_dir: str,
+             cause: str) -> tfds.core.DatasetBuilder:
+  """The embedded dataset prepared again (with a warning) where its preparation is damaged;
+  for any other dataset, a UserError naming the folder to delete and how to rebuild it."""
+  path = builder.data_dir
+  if not isinstance(builder, digits.Digits):
+    raise UserError(
+        f'Dataset {name!r} in {path} is damaged ({cause}). Delete {path} and prepare it '
+        f'again: `tfds build {name} --data_dir {data_dir} --file_format=array_record`.')
+  print(f'warning: the embedded digits dataset in {path} is damaged ({cause}); preparing it '
+        'again.', file=sys.stderr, flush=True)
+  try:
+    shutil.rmtree(path)
+  except OSError as e:
+    raise UserError(f'The embedded digits dataset in {path} is damaged ({cause}) and cannot '
+                    f'be deleted ({e.strerror}); delete {path} by hand.') from None
+  return _prepared_builder(name, data_dir)
 
 
 def _load_local(source: local.Source, name: str, split: str,
@@ -194,9 +275,8 @@ def _load_local(source: local.Source, name: str, split: str,
   height, width = image_shape
   cache_path = os.path.join(data_dir, CACHE_DIRNAME, local.cache_dir(source),
                             f'{split}-{height}x{width}-p{_PREPROCESSING_VERSION}.npz')
-  if os.path.exists(cache_path):
-    with np.load(cache_path) as cache:
-      arrays = {k: cache[k] for k in cache.files}
+  arrays = _read_cache(cache_path)
+  if arrays is not None and 'num_classes' in arrays:
     num_classes = int(arrays.pop('num_classes'))
   else:
     images_NxHxWxC, y_N, num_classes = local.read(source, split, image_shape)
@@ -315,6 +395,17 @@ def _check_image_shape(image_shape) -> tuple[int, int]:
   return int(image_shape[0]), int(image_shape[1])
 
 
+def _quiet_variant_notice() -> None:
+  """Drops TFDS's 'Variant folder ... has no dataset_info.json' warning: it precedes every
+  first preparation, and a damaged folder gets our own message instead. Once per process."""
+  if getattr(_quiet_variant_notice, 'done', False):
+    return
+  _quiet_variant_notice.done = True
+  logging.getLogger('absl').addFilter(
+      lambda r: not (r.getMessage().startswith('Variant folder')
+                     and 'has no dataset_info.json' in r.getMessage()))
+
+
 def _prepared_builder(
     name: str, data_dir: str
 ) -> tfds.core.DatasetBuilder:
@@ -323,6 +414,7 @@ def _prepared_builder(
   Preparing `digits` (offline) if needed; everything else must already be
   there, checked before anything is read.
   """
+  _quiet_variant_notice()
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.DatasetNotFoundError as e:
@@ -334,6 +426,26 @@ def _prepared_builder(
         f'Unknown dataset {name!r}.{hint} Check the spelling; '
         '`tfds.list_builders()` lists the dataset names TFDS knows.'
     ) from e
+  except Exception as e:  # pylint: disable=broad-except
+    # TFDS reads the prepared dataset_info.json here: a damaged one raises its ParseError.
+    folder = os.path.join(data_dir, name)
+    if name == digits.Digits.name:
+      folder = os.path.join(folder, str(digits.Digits.VERSION))
+      print(f'warning: the embedded digits dataset in {folder} is damaged '
+            f'({type(e).__name__}); preparing it again.', file=sys.stderr, flush=True)
+      shutil.rmtree(folder, ignore_errors=True)
+      return _prepared_builder(name, data_dir)
+    raise UserError(
+        f'Dataset {name!r} in {folder} cannot be opened ({" ".join(str(e).split())[:300]}). '
+        f'Delete the damaged version folder under {folder} and prepare it again: '
+        f'`tfds build {name} --data_dir {data_dir} --file_format=array_record`.') from None
+
+  # Record files without their dataset_info.json: TFDS would take it for unprepared (or for
+  # tfrecord), so say what it is. (An empty version folder is what TFDS leaves before its
+  # first preparation.)
+  if (os.path.isdir(builder.data_dir) and os.listdir(builder.data_dir)
+      and not os.path.exists(os.path.join(builder.data_dir, 'dataset_info.json'))):
+    return _damaged(builder, name, data_dir, 'its dataset_info.json is missing')
 
   if not builder.is_prepared():
     if isinstance(builder, digits.Digits):
@@ -342,10 +454,17 @@ def _prepared_builder(
         tfds.disable_progress_bar()
       print(f'preparing the embedded digits dataset in {builder.data_dir} (once)',
             file=sys.stderr, flush=True)
-      builder.download_and_prepare(
-          file_format='array_record',
-          download_config=tfds.download.DownloadConfig(try_download_gcs=False),
-      )
+      try:
+        builder.download_and_prepare(
+            file_format='array_record',
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+        )
+      except (OSError, RuntimeError) as e:  # A full disk, a read-only data dir.
+        reason = re.sub(r'.*(write\(\) failed|Errno \d+\]): ?', '', ' '.join(str(e).split()))
+        raise UserError(
+            f'Cannot prepare the embedded digits dataset in {data_dir}: {reason[:200]}. Free '
+            'space there, or point TFDS_DATA_DIR / config.data.data_dir at a writable data '
+            'dir.') from None
     else:
       raise UserError(
           f'Dataset {name!r} is not prepared in data dir {data_dir} (looked '

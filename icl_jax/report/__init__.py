@@ -28,6 +28,8 @@ import os
 from typing import Any
 
 from icl_jax import files
+from icl_jax import status as status_lib
+from icl_jax.errors import UserError
 from icl_jax.report.figures import draw_figures, plateau_fields
 from icl_jax.report.grid import Grid, cell_mean, cell_phase, count_states, make_grid
 from icl_jax.report.grid import acc_cell, phase_cell, report_text
@@ -48,7 +50,11 @@ def report(root: str, out: str | None = None) -> dict[str, Any]:
   """
   files.local(root, 'Sweep root')
   if out is not None:
-    files.local(out, 'Output directory')
+    status_lib.check_output_dir(files.local(out, 'Output directory'), '--out')
+    if (os.path.abspath(out) != os.path.abspath(root)
+        and os.path.exists(os.path.join(out, status_lib.SWEEP_FILE))):
+      raise UserError(f'--out {out} is the root of another sweep, whose summary.csv and '
+                      'figures are there; choose another --out (default: --root itself).')
   points, swept = read_points(root)
   out = out or root
   os.makedirs(out, exist_ok=True)

@@ -33,11 +33,14 @@ def main(argv: Sequence[str]) -> None:
     print(f'skipped {name}: {reason}')
 
 
-def define_flags() -> None:
-  """Flags of the CLI; defined only when run as a program, so importing stays side-effect free."""
+def define_flags(flag_values=None) -> None:
+  """Flags of the CLI; defined only when run as a program, so importing stays side-effect
+  free. `flag_values`: where to define them (default absl's global FLAGS)."""
+  fv = dict(flag_values=flags.FLAGS if flag_values is None else flag_values)
   flags.DEFINE_string('root', None, 'Sweep root (the --root given to the sweep launcher).',
-                      required=True)
-  flags.DEFINE_string('out', None, 'Output dir for summary.csv and figures; default --root.')
+                      required=True, **fv)
+  flags.DEFINE_string('out', None, 'Output dir for summary.csv and figures; default --root.',
+                      **fv)
 
 
 def run() -> None:
