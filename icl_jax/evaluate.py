@@ -45,6 +45,7 @@ from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import cli
 from icl_jax import diagnose
 from icl_jax import files
+from icl_jax import learning_curves
 from icl_jax import metrics as metrics_lib
 from icl_jax import progress
 from icl_jax import results as results_lib
@@ -128,6 +129,10 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
                                 config.eval.first_positions, config.eval.last_positions,
                                 metric=metric)
   records = metrics_lib.read(workdir)
+  # Paired with every learner on the same episodes, over the positions the summary's "last"
+  # covers; and every curve fitted by a power law and an exponential.
+  paired = learning_curves.paired_all(scores, model_name, config.eval.last_positions)
+  fits = learning_curves.fit_all(results, spec.regression)
   report = {
       'workdir': os.path.abspath(workdir), 'step': step,
       'num_episodes': evaluator.num_episodes, 'seq_len': config.task.seq_len,
@@ -136,7 +141,7 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
       'plateau_steps': None if spec.regression else diagnose.plateau_length(records,
                                                                             spec.num_classes),
       'summary': summary, 'chosen_hparams': chosen,
-      'config': config.to_dict(), 'results': results,
+      'config': config.to_dict(), 'results': results, 'paired': paired, 'fits': fits,
   }
 
   return write_outputs(report, wl, sets, out or os.path.join(workdir, 'eval', str(step)))
@@ -170,15 +175,17 @@ def write_outputs(report: dict[str, Any], wl: workload_lib.Workload,
   if wl.regression:
     report['figure'] = 'error.png'
     results_lib.plot(os.path.join(out, report['figure']), results, titles, 1.0,
-                     regression=True, title=title)
+                     regression=True, title=title, fits=report['fits'])
     dim = wl.config.task.dim
     report['table'] = results_lib.table(results, titles, regression=True,
                                         positions=(dim // 2, dim))
   else:
     report['figure'] = 'accuracy.png'
     results_lib.plot(os.path.join(out, report['figure']), results, titles,
-                     1.0 / wl.num_classes, title=title)
+                     1.0 / wl.num_classes, title=title, fits=report['fits'])
     report['table'] = results_lib.table(results, titles)
+  report['table'] += '\n\n' + learning_curves.tables(
+      report['paired'], report['fits'], titles, wl.config.model.name, wl.regression)
   report['out'] = out
   write_tensorboard(os.path.join(out, metrics_lib.TB_DIR), report)
   return report

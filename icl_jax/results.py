@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 import textwrap
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from icl_jax import files
+from icl_jax import learning_curves
 from icl_jax.evaluator import RANDOM
 from icl_jax.evaluator import SEEN
 from icl_jax.evaluator import UNSEEN
@@ -70,10 +71,13 @@ def write_csv(path: str, results: Mapping[str, Mapping[str, Mapping[str, list[fl
 
 def plot(path: str, results: Mapping[str, Mapping[str, Mapping[str, list[float]]]],
          titles: Mapping[str, str], chance: float | None, regression: bool = False,
-         title: str | None = None) -> None:
+         title: str | None = None,
+         fits: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None) -> None:
   """One panel per set, one curve per method (the first is the model: drawn on top, its
   95% band the only strong one); `chance` draws a reference line (for regression: 1.0, the
-  error of predicting the prior mean). The legend sits below the panels, outside the data."""
+  error of predicting the prior mean). The legend sits below the panels, outside the data.
+  With `fits` (learning_curves.fit_all), the model's better-fitting law is drawn dotted
+  and its exponent or rate named under the panel's title."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -94,7 +98,18 @@ def plot(path: str, results: Mapping[str, Mapping[str, Mapping[str, list[float]]
     if chance is not None:
       ax.axhline(chance, color='gray', ls='--', lw=1,
                  label='predicting 0 (the prior mean)' if regression else 'chance (1 / classes)')
-    ax.set_title(titles[set_name])
+    panel_title = titles[set_name]
+    model_fit = (fits or {}).get(set_name, {}).get(model)
+    fitted = learning_curves.fitted_curve(model_fit, len(methods[model]['mean'])) \
+        if model_fit else None
+    if fitted is not None:
+      ax.plot(np.arange(1, len(fitted) + 1), fitted if regression else 1.0 - fitted,
+              color='black', ls=':', lw=1.2, zorder=4,
+              label=f'fitted curve of the {method_label(model, model, regression)} '
+                    '(law above each panel)')
+      panel_title += (f'\nfit: error ≈ c + a·{learning_curves.describe(model_fit)}'
+                      f' ({model_fit["better"]})')
+    ax.set_title(panel_title, fontsize=10)
     ax.set_xlabel('examples in context')
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if regression:

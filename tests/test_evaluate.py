@@ -115,6 +115,15 @@ def test_other_dataset_is_resized_and_evaluated(trained_run, tmp_path):
   # 1-NN on 5 well-separated classes: near perfect once a few examples are in context.
   assert np.mean(column['knn']['mean'][-3:]) > 0.8
   assert 'icl_jax_test_small_rgb' in report['table']
+  # The model against each learner, paired on the same episodes, and every curve fitted.
+  paired = report['paired']['unseen:icl_jax_test_small_rgb']['knn']
+  assert paired['episodes'] == 32 and paired['positions'] == config.eval.last_positions
+  assert paired['diff'] < 0 and paired['ci95'] > 0  # 1-NN is far ahead of a 40-step model.
+  assert set(report['fits']) == set(report['results'])
+  assert report['fits']['unseen:icl_jax_test_small_rgb']['knn']['better'] in ('power',
+                                                                              'exponential')
+  assert 'transformer minus each learner on the same episodes' in report['table']
+  assert 'vs knn' in report['table'] and 'model behind' in report['table']
 
 
 @pytest.mark.parametrize('projection', ['threefry', 'threefry_fast'])
