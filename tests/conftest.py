@@ -8,6 +8,7 @@ setup below, as CI runs it.
 """
 
 import os
+import shutil
 import tempfile
 
 TEST_PLATFORM = os.environ.get('ICL_JAX_TEST_PLATFORM', 'cpu').strip().lower() or 'cpu'
@@ -52,6 +53,12 @@ def pytest_report_header(config):
   # benchmarks/device_check.py reads this line to tell where the tests really ran.
   return (f'icl_jax test platform: {device.platform} ({jax.device_count()} x '
           f'{device.device_kind}), ICL_JAX_TEST_PLATFORM={TEST_PLATFORM}')
+
+
+def pytest_sessionfinish(session, exitstatus):
+  """The session's compilation cache goes with it (~20 MB each, left in /tmp before)."""
+  del session, exitstatus
+  shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 def pytest_sessionstart(session):
