@@ -459,23 +459,18 @@ def test_a_finished_run_rerun_reports_and_changes_nothing(copied_run, capfd, ste
 # ---------------------------------------------------------------------------------------
 def test_a_save_that_cannot_be_written_stops_the_run_with_one_line(trained_run, data_dir,
                                                                    tmp_path):
-  """Files over 12 KB cannot be written (RLIMIT_FSIZE: EFBIG, as a full disk's ENOSPC):
-  the first checkpoint's data file fails, in orbax's background thread."""
-  import resource  # pylint: disable=g-import-not-at-top
-  import signal  # pylint: disable=g-import-not-at-top
+  """Files over 12 KB cannot be written (`ulimit -f`: EFBIG, as a full disk's ENOSPC, with
+  SIGXFSZ ignored so the write fails rather than the process): the first checkpoint's data
+  file fails, in orbax's background thread. A shell sets the limit, because a preexec_fn
+  would fork this multithreaded (JAX) process."""
   del trained_run  # It prepared digits in data_dir: preparing here would hit the limit too.
-
-  def limit_file_size():
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # Fail the write instead of the process.
-    resource.setrlimit(resource.RLIMIT_FSIZE, (12_000, 12_000))
-
   workdir = str(tmp_path / 'run')
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1', PYTHONPATH=REPO)
+  command = [sys.executable, '-m', 'icl_jax.main', '--config', 'gpicl_digits:smoke',
+             '--workdir', workdir, f'--config.data.data_dir={data_dir}', '--compilation_cache=']
   out = subprocess.run(
-      [sys.executable, '-m', 'icl_jax.main', '--config', 'gpicl_digits:smoke', '--workdir',
-       workdir, f'--config.data.data_dir={data_dir}', '--compilation_cache='],
-      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-      preexec_fn=limit_file_size)
+      ['bash', '-c', 'trap "" XFSZ; ulimit -f 12; exec "$@"', 'bash', *command],
+      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
   assert out.returncode == 2, out.stderr[-3000:]
   assert 'Traceback' not in out.stderr and 'Exception ignored' not in out.stderr, out.stderr
   errors = [line for line in out.stderr.splitlines() if line.startswith('error:')]
