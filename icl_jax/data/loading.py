@@ -192,7 +192,11 @@ def _load(
       images_NxHxWxC, y_N = _read_split(builder, split)
     except (OSError, RuntimeError, ValueError, KeyError) as e:  # array_record's errors
       builder = _damaged(builder, name, data_dir, f'{split} split unreadable: {e}')
-      images_NxHxWxC, y_N = _read_split(builder, split)
+      try:
+        images_NxHxWxC, y_N = _read_split(builder, split)
+      except (OSError, RuntimeError, ValueError, KeyError) as again:  # Damaged as it is made.
+        raise UserError(f'The embedded digits dataset in {builder.data_dir} is unreadable '
+                        f'even when prepared anew ({again}); check that disk.') from None
       cache_path = _with_fingerprint(cache_path, _fingerprint(builder.data_dir))
     arrays = dict(_preprocess(images_NxHxWxC, image_shape), y_N=y_N)
     _write_npz_atomically(cache_path, **arrays)
@@ -429,15 +433,23 @@ def _prepared_builder(
   except Exception as e:  # pylint: disable=broad-except
     # TFDS reads the prepared dataset_info.json here: a damaged one raises its ParseError.
     folder = os.path.join(data_dir, name)
+    why = ' '.join(str(e).split())[:300] or type(e).__name__
+    if not os.path.isdir(folder):
+      raise UserError(f'Cannot open dataset {name!r} ({why}). Check the name: a TFDS name, '
+                      'NAME/CONFIG or NAME:VERSION.') from None
     if name == digits.Digits.name:
       folder = os.path.join(folder, str(digits.Digits.VERSION))
       print(f'warning: the embedded digits dataset in {folder} is damaged '
             f'({type(e).__name__}); preparing it again.', file=sys.stderr, flush=True)
-      shutil.rmtree(folder, ignore_errors=True)
+      try:
+        shutil.rmtree(folder)
+      except OSError as rm_error:
+        raise UserError(f'The embedded digits dataset in {folder} is damaged and cannot be '
+                        f'deleted ({rm_error.strerror}); delete {folder} by hand.') from None
       return _prepared_builder(name, data_dir)
     raise UserError(
-        f'Dataset {name!r} in {folder} cannot be opened ({" ".join(str(e).split())[:300]}). '
-        f'Delete the damaged version folder under {folder} and prepare it again: '
+        f'Dataset {name!r} in {folder} cannot be opened ({why}). Delete the damaged version '
+        f'folder under {folder} and prepare it again: '
         f'`tfds build {name} --data_dir {data_dir} --file_format=array_record`.') from None
 
   # Record files without their dataset_info.json: TFDS would take it for unprepared (or for
