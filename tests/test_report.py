@@ -58,7 +58,8 @@ def write_json(path, obj):
 
 
 def write_point(root, workdir, overrides, state='done', acc=None, records=(), num_params=None,
-                step=300, error=None, log=None, eval_results=None, point_json=True):
+                step=300, error=None, log=None, eval_results=None, point_json=True,
+                state_size=None):
   """One point's files as the launcher writes them; state 'pending' writes no directory."""
   path = os.path.join(root, workdir)
   if state == 'pending':
@@ -74,7 +75,8 @@ def write_point(root, workdir, overrides, state='done', acc=None, records=(), nu
   if state in ('done', 'failed'):
     write_json(os.path.join(path, 'status.json'), {
         'status': state, 'step': step, 'summary': acc or {}, 'num_params': num_params,
-        'num_classes': 10, 'seconds': 12.5, 'error': error, 'log': log})
+        'num_classes': 10, 'seconds': 12.5, 'error': error, 'log': log,
+        'state_size': state_size})
   for eval_step, acc_eval in (eval_results or {}).items():
     write_json(os.path.join(path, 'eval', str(eval_step), 'results.json'), {
         'step': eval_step, 'summary': acc_eval, 'phase': 'unused', 'plateau_steps': None})
@@ -343,6 +345,25 @@ def test_partial_files_do_not_crash(tmp_path, plots):
   assert no_summary['phase'] == '' and no_summary['plateau_steps'] == '30'
   assert next(table_rows(result['table'], 'width=32 (10 params)')) == ['0.700 (1/4 done)']
   assert result['counts']['done'] == 2
+
+
+def test_state_size_figure_when_the_sweep_varies_the_model(tmp_path):
+  """GPICL's state-size figure: accuracy against state size and against parameters."""
+  root = str(tmp_path / 'sweep')
+  grid = [('lstm', 64, 300, 2_000, 0.2), ('lstm', 128, 600, 8_000, 0.3),
+          ('transformer', 32, 5_000, 3_000, 0.5), ('transformer', 64, 10_000, 9_000, 0.7)]
+  write_sweep(root, [({'model.name': name, 'model.width': width},
+                      dict(acc=summary(0.1, acc, 0.1, acc), state_size=state,
+                           num_params=params))
+                     for name, width, state, params, acc in grid])
+  result = report_lib.report(root)
+  assert 'state_size.png' in result['figures'] and 'state_size.png' not in result['skipped']
+  with open(result['figures']['state_size.png'], 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  rows = read_csv(result['csv'])
+  assert rows['model.name=lstm,model.width=128']['state_size'] == '600'
+  points, _ = report_lib.read_points(root)
+  assert len(figures_lib.state_size_points(points)) == 4
 
 
 def test_no_done_point_skips_figures(tmp_path, plots):

@@ -5,6 +5,9 @@
   unseen_vs_tasks.png  unseen-task accuracy against the number of tasks, per model size.
   plateau.png          loss-plateau length against batch size and/or number of tasks,
                        when the sweep varies them.
+  state_size.png       unseen-task accuracy against accessible state size and against
+                       parameter count, one line per model, when the sweep varies the
+                       model (GPICL's state-size figure; experiments/state_size.py).
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from icl_jax.report.points import PointRecord
 from icl_jax.status import DONE
 
 PHASE_DIAGRAM, UNSEEN_VS_TASKS, PLATEAU = 'phase_diagram.png', 'unseen_vs_tasks.png', 'plateau.png'
+STATE_SIZE = 'state_size.png'
+MODEL_NAMES = {'lstm': 'LSTM', 'outer_lstm': 'outer-product LSTM', 'transformer': 'Transformer',
+               'lsa': 'linear self-attention'}
 PHASE_ABBREV = {'general_learning': 'GL', 'task_identification': 'TI',
                 'memorisation': 'M', 'no_learning': 'NL'}
 PHASE_COLORS = {'general_learning': '#2ca02c', 'task_identification': '#ff7f0e',
@@ -224,6 +230,48 @@ def _plateau_panel(plt, ax, known: Sequence[PointRecord], grid: Grid, field: str
                'step)', fontsize=9)
 
 
+def state_size_points(points: Sequence[PointRecord]) -> list[PointRecord]:
+  """The done points with an accuracy, a state size and a parameter count."""
+  return [p for p in points if p.acc('unseen/acc_last') is not None
+          and p.state_size and p.num_params]
+
+
+def plot_state_size(path: str, points: Sequence[PointRecord], chances: Sequence[float]) -> None:
+  """Two panels sharing the accuracy axis: against state size, and against parameters."""
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), sharey=True)
+  models = sorted({str(p.get('model.name')) for p in points})
+  for ax, field, label in ((axes[0], 'state_size', 'accessible state size (floats per sequence, '
+                                                   'log scale)'),
+                           (axes[1], 'num_params', 'parameters (log scale)')):
+    for model in models:
+      mine = [p for p in points if str(p.get('model.name')) == model]
+      by_x = collections.defaultdict(list)
+      for p in mine:
+        by_x[p.get(field)].append(p.acc('unseen/acc_last'))
+      xs = sorted(by_x)
+      line, = ax.plot(xs, [np.mean(by_x[x]) for x in xs], marker='o', lw=2,
+                      label=MODEL_NAMES.get(model, model))
+      for x in xs:
+        ax.scatter([x] * len(by_x[x]), by_x[x], color=line.get_color(), s=12, alpha=0.5)
+    for chance in chances:
+      ax.axhline(chance, color='gray', ls='--', lw=1, label=f'chance ({chance:.2f})')
+    ax.set_xscale('log')
+    ax.set_xlabel(label)
+    ax.grid(alpha=0.3)
+  axes[0].set_ylabel('unseen-task accuracy, last positions')
+  axes[0].set_ylim(0, 1.02)
+  axes[0].set_title('against the state the next prediction can draw on', fontsize=10)
+  axes[1].set_title('against the parameter count', fontsize=10)
+  handles, labels = axes[0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc='lower center', ncol=len(labels), fontsize=8, frameon=False)
+  fig.suptitle('Meta-test accuracy by model family and size (lines: mean over seeds; dots: '
+               'seeds)', fontsize=10)
+  fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+  files.save_figure(fig, path)
+  plt.close(fig)
+
+
 def _short(field: str) -> str:
   return {BATCH_SIZE: 'batch', NUM_TASKS: 'tasks'}.get(field, field.rsplit('.', 1)[-1])
 
@@ -256,4 +304,11 @@ def draw_figures(out: str, points: Sequence[PointRecord], swept: Sequence[str],
     skipped[PLATEAU] = 'no done point has training-loss records and a class count'
   else:
     draw(PLATEAU, plot_plateau, points, grid, fields)
+  sized = state_size_points(points)
+  if 'model.name' not in swept:
+    pass  # Not a study of model families: the figure does not apply.
+  elif not sized:
+    skipped[STATE_SIZE] = 'no done point has an accuracy, a state size and a parameter count'
+  else:
+    draw(STATE_SIZE, plot_state_size, sized, _chances(sized))
   return drawn, skipped
