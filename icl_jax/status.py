@@ -101,8 +101,11 @@ _RUN_FILES = (STATUS_FILE, CONFIG_FILE, 'metrics.jsonl')
 
 
 def is_workdir(path: str) -> bool:
-  """Whether `path` is a run's workdir (it has checkpoints, a config, metrics or a status)."""
-  return any(os.path.exists(os.path.join(path, name)) for name in _RUN_FILES + (CHECKPOINT_DIR,))
+  """Whether `path` is a run's workdir: it has checkpoints/ or a metrics log, or both a status
+  and a config (either alone is too common a file name to go by)."""
+  has = lambda name: os.path.exists(os.path.join(path, name))
+  return (os.path.isdir(os.path.join(path, CHECKPOINT_DIR)) or has('metrics.jsonl')
+          or (has(STATUS_FILE) and has(CONFIG_FILE)))
 
 
 def check_output_dir(out: str, what: str) -> None:
