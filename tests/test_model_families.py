@@ -266,3 +266,16 @@ def test_lsa_trained_on_linear_regression_approaches_gd():
 
   before, after = misfit(params), misfit(trained)
   assert after < 0.05 and after < 0.2 * before, (before, after)
+
+
+@pytest.mark.parametrize('name', ['lstm', 'outer_lstm'])
+def test_recurrent_models_train_through_the_group_step(data_dir, tmp_path, name):
+  """A run trains inside its group's shard_map (the `map` strategy on a CPU). A scan carry
+  made with jnp.zeros there did not vary over `run` as the step's outputs do, and every
+  recurrent run failed (found running experiments/state_size.py)."""
+  from helpers import tiny_config  # pylint: disable=g-import-not-at-top
+  from icl_jax import train  # pylint: disable=g-import-not-at-top
+  config = tiny_config(data_dir, model__name=name, task__prompt='interleaved',
+                       train__steps=4, train__checkpoint_every_steps=4)
+  summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert summary and all(np.isfinite(v) for v in summary.values())

@@ -82,7 +82,9 @@ class LSTMLayer(nnx.Module):
       h_BxD = jax.nn.sigmoid(o_BxD) * jnp.tanh(c_BxD)
       return (h_BxD, c_BxD), h_BxD
 
-    zeros_BxD = jnp.zeros((b, self.width), x_BxSxD.dtype)
+    # zeros_like an input, not jnp.zeros: inside a sweep group's shard_map the carry must vary
+    # over the `run` axis as the step's outputs do (scan checks that the two types agree).
+    zeros_BxD = jnp.zeros_like(gates_in_SxBxG[0, :, :self.width])
     _, h_SxBxD = jax.lax.scan(step, (zeros_BxD, zeros_BxD), gates_in_SxBxG)
     return h_SxBxD.swapaxes(0, 1)
 
@@ -163,8 +165,10 @@ class MatrixMemoryLayer(nnx.Module):
       scale_BxH = jnp.maximum(jnp.abs(jnp.einsum('bhk,bhk->bh', n_BxHxK, q_BxHxK)), 1.0)
       return (c_BxHxKxK, n_BxHxK), read_BxHxK / scale_BxH[..., None]
 
-    init = (jnp.zeros((b, num_heads, qkv_size, qkv_size), x_BxSxD.dtype),
-            jnp.zeros((b, num_heads, qkv_size), x_BxSxD.dtype))
+    # Zeros shaped from an input, for the reason given in LSTMLayer.__call__.
+    zeros_BxHxK = jnp.zeros_like(qkv_SxBx3xHxK[0, :, 0])
+    init = (jnp.broadcast_to(zeros_BxHxK[..., None], (b, num_heads, qkv_size, qkv_size)),
+            zeros_BxHxK)
     _, read_SxBxHxK = jax.lax.scan(step, init, (qkv_SxBx3xHxK, gates_SxBx2xH))
     read_BxSxE = read_SxBxHxK.swapaxes(0, 1).reshape(b, s, num_heads * qkv_size)
     return x_BxSxD + self.out(jax.nn.sigmoid(self.output_gate(u_BxSxD)) * read_BxSxE)
