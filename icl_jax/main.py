@@ -119,7 +119,7 @@ def describe_flag_error(error: Exception, argv: list[str]) -> str:
     return (f'The get_config() of {path!r} returned None. Return a ConfigDict, as '
             f'experiments/gpicl_digits.py does.')
   if isinstance(error, flags.Error):
-    return f'{message}. Run with --helpfull to list the flags.'
+    return f'{message}. Run with --help to list the flags.'
   return (f'Cannot parse the command line ({type(error).__name__}: {message}). Check '
           f'--config and the --config.* overrides; --helpfull lists them.')
 
