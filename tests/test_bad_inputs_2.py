@@ -495,7 +495,7 @@ def _program_flags():
   from icl_jax.report import __main__ as report_main  # pylint: disable=g-import-not-at-top
   # Importing the launcher defines its flags, SLURM's and main's on absl's FLAGS.
   importlib.import_module('launch.sweep')
-  programs = {'launch.sweep': flags.FLAGS}  # Defines the launcher's, SLURM's and main's.
+  programs = {'launch.sweep': flags.FLAGS}
   for name, define in (('icl_jax.evaluate', evaluate.define_flags),
                        ('icl_jax.report', report_main.define_flags)):
     programs[name] = flags.FlagValues()
