@@ -262,6 +262,12 @@ def _damaged(builder: tfds.core.DatasetBuilder, name: str, data_dir: str,
     raise UserError(
         f'Dataset {name!r} in {path} is damaged ({cause}). Delete {path} and prepare it '
         f'again: `tfds build {name} --data_dir {data_dir} --file_format=array_record`.')
+  return _prepare_digits_again(path, data_dir, cause)
+
+
+def _prepare_digits_again(path: str, data_dir: str, cause: str) -> tfds.core.DatasetBuilder:
+  """Deletes the damaged digits version folder `path` (with a warning) and prepares it anew;
+  a folder that cannot be deleted is one UserError."""
   print(f'warning: the embedded digits dataset in {path} is damaged ({cause}); preparing it '
         'again.', file=sys.stderr, flush=True)
   try:
@@ -269,7 +275,7 @@ def _damaged(builder: tfds.core.DatasetBuilder, name: str, data_dir: str,
   except OSError as e:
     raise UserError(f'The embedded digits dataset in {path} is damaged ({cause}) and cannot '
                     f'be deleted ({e.strerror}); delete {path} by hand.') from None
-  return _prepared_builder(name, data_dir)
+  return _prepared_builder(digits.Digits.name, data_dir)
 
 
 def _load_local(source: local.Source, name: str, split: str,
@@ -438,15 +444,8 @@ def _prepared_builder(
       raise UserError(f'Cannot open dataset {name!r} ({why}). Check the name: a TFDS name, '
                       'NAME/CONFIG or NAME:VERSION.') from None
     if name == digits.Digits.name:
-      folder = os.path.join(folder, str(digits.Digits.VERSION))
-      print(f'warning: the embedded digits dataset in {folder} is damaged '
-            f'({type(e).__name__}); preparing it again.', file=sys.stderr, flush=True)
-      try:
-        shutil.rmtree(folder)
-      except OSError as rm_error:
-        raise UserError(f'The embedded digits dataset in {folder} is damaged and cannot be '
-                        f'deleted ({rm_error.strerror}); delete {folder} by hand.') from None
-      return _prepared_builder(name, data_dir)
+      return _prepare_digits_again(os.path.join(folder, str(digits.Digits.VERSION)), data_dir,
+                                   type(e).__name__)
     raise UserError(
         f'Dataset {name!r} in {folder} cannot be opened ({why}). Delete the damaged version '
         f'folder under {folder} and prepare it again: '
