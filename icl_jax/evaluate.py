@@ -30,7 +30,6 @@ icl_jax/results.py; this module assembles them for one workdir and is the CLI.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shutil
 import sys
@@ -149,12 +148,10 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
 
 def _check_not_anothers(out: str, workdir: str, step: int | None = None) -> None:
   """UserError if `out` already holds the results of another run (or another step)."""
-  try:
-    with open(os.path.join(out, 'results.json')) as f:
-      previous = json.load(f)
-    theirs = (previous['workdir'], previous['step'])
-  except (OSError, ValueError, KeyError, TypeError):
+  previous = files.read_json(os.path.join(out, 'results.json'))
+  if not isinstance(previous, dict) or not {'workdir', 'step'} <= set(previous):
     return  # Nothing there, or nothing we wrote: results.json is replaced atomically.
+  theirs = (previous['workdir'], previous['step'])
   if theirs[0] != os.path.abspath(workdir) or (step is not None and theirs[1] != step):
     raise UserError(f'--out {out} holds the results of {theirs[0]} at step {theirs[1]}; '
                     'evaluating here would replace them. Choose another --out (the default '
