@@ -16,6 +16,8 @@ where the state needed grows with the number of keys. The paper's setting is
   python -m launch.sweep --config experiments/state_size.py --root sweeps/state_size
   python -m icl_jax.report --root sweeps/state_size         # summary.csv: state_size column
   python -m launch.sweep --config experiments/state_size.py:family=recall --root sweeps/recall
+  # Without the widest LSTM (width 512 costs as much as the other points together on a CPU):
+  python -m launch.sweep --config experiments/state_size.py:family=recall,max_width=256 ...
   python -m launch.sweep --config experiments/state_size.py:smoke --root /tmp/ss
 """
 
@@ -33,7 +35,7 @@ GRID = {
 def _arg(arg):
   return config_lib.parse_arg(arg, family='projected', dataset='digits', prompt='interleaved',
                               models='lstm+outer_lstm+transformer', steps=2000, num_tasks=-1,
-                              seeds=1, smoke=False)
+                              seeds=1, max_width=0, smoke=False)
 
 
 def get_config(arg=None):
@@ -73,7 +75,8 @@ def sweep(add, arg=None):
     if model not in GRID:
       raise UserError(f'Unknown model {model!r} in models={a.models!r}; choose '
                       f'from {"+".join(GRID)}.')
-    sizes = GRID[model][:1] if a.smoke else GRID[model]
+    sizes = GRID[model][:1] if a.smoke else [
+        size for size in GRID[model] if not a.max_width or size[0] <= a.max_width]
     for width, heads, qkv in sizes:
       for seed in range(a.seeds):
         add(**{'model.name': model, 'model.width': width, 'model.num_heads': heads,

@@ -14,6 +14,7 @@ from typing import Any
 import ml_collections
 
 from icl_jax.errors import UserError
+from icl_jax.fields import ADDED_FIELDS
 from icl_jax.fields import INFINITE_TASKS
 from icl_jax.fields import is_number
 
@@ -49,6 +50,9 @@ def base_config() -> ml_collections.ConfigDict:
   # option, bit for bit) or 'threefry_fast' (the same hash unrolled, both words used: ~5x
   # cheaper draws on a CPU; another stream, so opt in for new runs). See tasks/projected.py.
   c.task.projection = 'threefry'
+  # An episode's examples are distinct rows of the split. False draws them with replacement,
+  # as every run before this option did (a stored config without it restores as False).
+  c.task.distinct_examples = True
   c.task.bias_fraction = 0.0  # Share of each batch that keeps the identity label permutation.
   # Synthetic families (all but 'projected'); see icl_jax/tasks/families.py.
   c.task.dim = 20  # D: input dimension; bits for parity; number of keys for recall.
@@ -414,10 +418,14 @@ def padded_runs(num_runs: int, run_axis: int) -> int:
 def from_dict(d: dict[str, Any]) -> ml_collections.ConfigDict:
   """Rebuilds a stored config on top of the current defaults.
 
-  Fields this version does not know are kept, fields added since get their defaults, and
-  JSON lists come back as tuples where the default is a tuple.
+  Fields this version does not know are kept; fields added since get the value that
+  reproduces what ran before them (fields.ADDED_FIELDS), else their defaults; JSON lists
+  come back as tuples where the default is a tuple.
   """
   config = base_config()
+  for field, value in ADDED_FIELDS.items():
+    section, name = field.split('.')
+    config[section][name] = value
   _merge(config, d)
   return config
 

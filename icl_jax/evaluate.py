@@ -51,6 +51,7 @@ from icl_jax import results as results_lib
 from icl_jax import sharding
 from icl_jax import status as status_lib
 from icl_jax import steps
+from icl_jax import tasks
 from icl_jax import workload as workload_lib
 from icl_jax.errors import UserError
 from icl_jax.evaluator import EvalSet
@@ -63,9 +64,15 @@ from icl_jax.evaluator import summarize_positions
 def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[str] = (),
                      num_episodes: int | None = None, out: str | None = None,
                      baseline_names: Sequence[str] | None = None,
-                     data_dir: str | None = None, verbose: bool = False) -> dict[str, Any]:
+                     data_dir: str | None = None, verbose: bool = False,
+                     examples: str = 'run') -> dict[str, Any]:
   """Runs the whole meta-test of a checkpoint and writes results.json/.csv/.png.
-  verbose: say what it restores and tunes, with progress over the columns (the CLI)."""
+  verbose: say what it restores and tunes, with progress over the columns (the CLI).
+  examples: 'run' samples episodes as the run's config says (task.distinct_examples);
+  'distinct' or 'replacement' overrides it for the model and the learners alike; where
+  that differs from the run's own way the default out is <workdir>/eval/<step>-<examples>."""
+  if examples not in EXAMPLES:
+    raise UserError(f'--examples={examples!r} is unknown; choose one of {", ".join(EXAMPLES)}.')
   if out is not None:
     status_lib.check_output_dir(files.local(out, 'Output directory'), '--out')
     _check_not_anothers(out, workdir, step)
@@ -78,6 +85,11 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
       config.data.data_dir = data_dir
     if num_episodes is None:
       num_episodes = config.eval.num_episodes
+    suffix = ''
+    if examples != 'run':
+      distinct = examples == 'distinct'
+      suffix = '' if distinct == config.task.distinct_examples else f'-{examples}'
+      config.task.distinct_examples = distinct
     wl = workload_lib.build(config)
     spec = wl.spec
     available = _available_baselines(config, spec)
@@ -135,6 +147,7 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
   report = {
       'workdir': os.path.abspath(workdir), 'step': step,
       'num_episodes': evaluator.num_episodes, 'seq_len': config.task.seq_len,
+      'distinct_examples': config.task.distinct_examples,
       'metric': 'normalized_squared_error' if spec.regression else 'accuracy',
       'phase': None if spec.regression else diagnose.phase(summary, spec.num_classes),
       'plateau_steps': None if spec.regression else diagnose.plateau_length(records,
@@ -143,7 +156,18 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
       'config': config.to_dict(), 'results': results, 'paired': paired, 'fits': fits,
   }
 
-  return write_outputs(report, wl, sets, out or os.path.join(workdir, 'eval', str(step)))
+  return write_outputs(report, wl, sets,
+                       out or os.path.join(workdir, 'eval', f'{step}{suffix}'))
+
+
+# --examples: as the run's config says, or one way for both run and baselines.
+EXAMPLES = ('run', 'distinct', 'replacement')
+
+
+def _reads_dataset(report: dict[str, Any]) -> bool:
+  """Whether the evaluated run samples a dataset's rows (so the examples option applies)."""
+  family = report['config']['task']['family']
+  return tasks.FAMILIES[family].reads_dataset
 
 
 def _check_not_anothers(out: str, workdir: str, step: int | None = None) -> None:
@@ -250,12 +274,15 @@ def main(argv: Sequence[str]) -> None:
       baseline_names = [] if flags.baselines == ['none'] else flags.baselines
     report = evaluate_workdir(flags.workdir, flags.step, flags.datasets or (),
                               flags.num_tasks_eval, flags.out, baseline_names, flags.data_dir,
-                              verbose=True)
+                              verbose=True, examples=flags.examples)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   head = (f'{report["workdir"]} at step {report["step"]}: {report["num_episodes"]} episodes '
           'per column')
+  if _reads_dataset(report):
+    head += (', examples distinct' if report['distinct_examples'] else
+             ', examples drawn with replacement')
   if report['phase'] is not None:
     head += f', phase {report["phase"]}, plateau {report["plateau_steps"]} steps'
   print(head)
@@ -286,6 +313,11 @@ def define_flags(flag_values=None) -> None:
   absl_flags.DEFINE_list('baselines', None, 'Baselines to run (default all), or none.', **fv)
   absl_flags.DEFINE_string('data_dir', None, 'TFDS data dir; default: the stored config\'s.',
                            **fv)
+  absl_flags.DEFINE_enum('examples', 'run', EXAMPLES,
+                         'How episodes draw their examples from a split: as the run did '
+                         '(config.task.distinct_examples), distinct rows, or with '
+                         'replacement (runs before distinct_examples existed). An override '
+                         'writes to <workdir>/eval/<step>-<examples> by default.', **fv)
 
 
 def run() -> None:

@@ -40,13 +40,16 @@ RESUMABLE_FIELDS = ('train.steps', 'train.log_every_steps', 'train.eval_every_st
                     'train.checkpoint_every_steps', 'train.keep_checkpoints', 'eval.',
                     'mesh.', 'data.data_dir')
 
-# Fields added after sweeps began naming workdirs by hash, with the default that reproduces
-# what ran before they existed. At that default they stay out of the hash, so a sweep root
+# Fields added after sweeps began naming workdirs by hash, with the value that reproduces
+# what ran before they existed. At that value they stay out of the hash, so a sweep root
 # written by an earlier version finds its points again; any other value names a new run.
+# A stored config that lacks one restores with this value (config.from_dict), whatever the
+# default of new runs is now.
 ADDED_FIELDS = {
     'model.dtype': 'float32',
     'model.attention': 'auto',
     'task.projection': 'threefry',
+    'task.distinct_examples': False,
 }
 
 
@@ -65,6 +68,14 @@ def flatten(config: ml_collections.ConfigDict | dict, prefix: str = '') -> dict[
     else:
       out[f'{prefix}{k}'] = list(v) if isinstance(v, tuple) else v
   return out
+
+
+def get(config: ml_collections.ConfigDict, field: str) -> Any:
+  """The value of a dotted field, 'task.num_tasks', of a config."""
+  node = config
+  for part in field.split('.'):
+    node = node[part]
+  return node
 
 
 def is_resumable(field: str) -> bool:

@@ -23,6 +23,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from icl_jax import cli
+from icl_jax import fields as fields_lib
 from icl_jax import status as status_lib
 from icl_jax import sweep as sweep_lib
 from icl_jax.errors import UserError
@@ -109,9 +110,9 @@ def describe_flag_error(error: Exception, argv: list[str]) -> str:
   config = flags.FLAGS['config'].value
   if match and isinstance(config, ml_collections.ConfigDict):
     field, value, reason = match.groups()
-    kind = type(_lookup(config, field)).__name__
+    kind = type(fields_lib.get(config, field)).__name__
     return (f'--config.{field}={value} is not a valid {kind} ({reason}). Pass a value of '
-            f'type {kind}, like the current one: --config.{field}={_lookup(config, field)!r}.')
+            f'type {kind}, like the current one: --config.{field}={fields_lib.get(config, field)!r}.')
   if 'Flag --config must have a value other than None' in message:
     if path is None:
       return ('--config is missing. Pass --config=path/to/experiment.py[:args], e.g. '
@@ -168,12 +169,6 @@ def _unknown_override(chain: list[BaseException], argv: list[str]) -> str | None
         return (f'--config.{field}: the config has no field {key!r}.{hint} The fields are '
                 f'listed in README.md (Config schema); --helpfull shows every --config.* flag.')
   return None
-
-
-def _lookup(config: ml_collections.ConfigDict, field: str):
-  for key in field.split('.'):
-    config = config[key]
-  return config
 
 
 def main(argv):

@@ -86,6 +86,9 @@ class Spec:
   # How a projected task draws its projection (config.task.projection): part of the
   # program, and seen and unseen tasks draw theirs alike.
   projection: str = tasks.DEFAULT_PROJECTION
+  # Whether an episode's examples are distinct rows of the split (config.task.
+  # distinct_examples; False: drawn with replacement, as runs before that option were).
+  distinct_examples: bool = False
   batch_size: int = 0  # Training episodes per step (global: split over the data axis).
   schedule: Schedule | None = None
   # The model's constructor, rngs -> module: the one place a model is built, both for
@@ -114,6 +117,7 @@ class Spec:
       # Unseen tasks are measured unbiased: bias_fraction is a training intervention.
       dataset = dict(x_NxD=x_NxD, y_N=y_N, num_classes=self.num_classes,
                      proj_scale=hp['proj_scale'], projection=self.projection,
+                     distinct=self.distinct_examples,
                      bias_fraction=0.0 if unseen else hp['bias_fraction'])
     return family.sample(
         key, run.task_key, batch_size=batch_size, seq_len=self.seq_len,
@@ -170,7 +174,9 @@ def make_spec(config: ml_collections.ConfigDict, num_features: int, num_classes:
   return Spec(prompt=config.task.prompt, num_features=num_features, num_classes=num_classes,
               seq_len=config.task.seq_len, graphdef=graphdef, family=config.task.family,
               options=task_options(config), curriculum=tasks.Curriculum.from_config(config.task),
-              projection=config.task.projection, batch_size=config.train.batch_size,
+              projection=config.task.projection,
+              distinct_examples=config.task.distinct_examples,
+              batch_size=config.train.batch_size,
               schedule=Schedule.from_config(config.train), new_model=new_model)
 
 

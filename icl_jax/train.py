@@ -161,10 +161,15 @@ def check_run(config: ml_collections.ConfigDict, workdir: str,
     bad = fields_lib.incompatible_fields(stored_config, config)
     if bad:
       ckpt.close()
+      # A field added since that run began: it ran with the old behaviour, which the
+      # new default changed; say how to resume it as it was.
+      older = [f'--config.{f}={fields_lib.get(stored_config, f)}' for f in bad
+               if f in fields_lib.ADDED_FIELDS]
+      hint = f' (to resume it as it ran: {" ".join(older)})' if older else ''
       raise UserError(
           f'Workdir {workdir!r} holds a run (checkpoint step {latest}) whose config differs '
           f'in {", ".join(bad)}. Refusing to overwrite it: use a new --workdir, or the same '
-          f'config to resume.')
+          f'config to resume{hint}.')
   return ckpt
 
 

@@ -23,6 +23,7 @@ from icl_jax import workload
 from helpers import prepare_image_dataset
 from helpers import restored_logits
 from helpers import tiny_config
+from icl_jax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -126,6 +127,19 @@ def test_other_dataset_is_resized_and_evaluated(trained_run, tmp_path):
   assert 'vs knn' in report['table'] and 'model behind' in report['table']
 
 
+def test_examples_override_evaluates_the_other_way_into_its_own_directory(trained_run):
+  workdir, config, _ = trained_run
+  assert config.task.distinct_examples  # The default of new runs.
+  report = evaluate.evaluate_workdir(workdir, num_episodes=16, baseline_names=['knn'],
+                                     examples='replacement')
+  assert report['out'] == os.path.join(workdir, 'eval', '40-replacement')
+  assert report['distinct_examples'] is False
+  with open(os.path.join(report['out'], 'results.json')) as f:
+    assert json.load(f)['config']['task']['distinct_examples'] is False
+  with pytest.raises(UserError, match="--examples='sometimes' is unknown"):
+    evaluate.evaluate_workdir(workdir, examples='sometimes')
+
+
 @pytest.mark.parametrize('projection', ['threefry', 'threefry_fast'])
 def test_unseen_tasks_are_drawn_with_the_training_projection(data_dir, projection):
   config = tiny_config(data_dir, task__projection=projection)
@@ -140,7 +154,8 @@ def test_unseen_tasks_are_drawn_with_the_training_projection(data_dir, projectio
   expected = {p: tasks.sample_episodes(
       key, run.task_key, jnp.asarray(ds.x_NxD), jnp.asarray(ds.y_N), batch_size=16,
       seq_len=config.task.seq_len, num_tasks=config.task.num_tasks,
-      num_classes=ds.num_classes, unseen=True, projection=p) for p in tasks.PROJECTIONS}
+      num_classes=ds.num_classes, unseen=True, projection=p,
+      distinct=config.task.distinct_examples) for p in tasks.PROJECTIONS}
   np.testing.assert_array_equal(episode.y_BxT, expected[projection].y_BxT)
   for p, other in expected.items():
     assert np.allclose(episode.x_BxTxD, other.x_BxTxD, atol=1e-5) == (p == projection)

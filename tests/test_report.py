@@ -149,7 +149,8 @@ def fixture_sweep(tmp_path_factory):
 def fixture_plots(monkeypatch):
   """Records which figures report() asks for, without drawing them."""
   calls = []
-  for name in ('plot_phase_diagram', 'plot_unseen_vs_tasks', 'plot_plateau'):
+  for name in ('plot_phase_diagram', 'plot_unseen_vs_tasks', 'plot_plateau',
+               'plot_training_curves'):
     monkeypatch.setattr(figures_lib, name,
                         lambda path, *args, name=name: calls.append(os.path.basename(path)))
   return calls
@@ -243,7 +244,8 @@ def test_report_draws_readable_figures_into_out(sweep):
   out = os.path.join(sweep, 'report')
   assert result['csv'] == os.path.join(out, 'summary.csv')
   assert result['skipped'] == {}
-  assert set(result['figures']) == {'phase_diagram.png', 'unseen_vs_tasks.png', 'plateau.png'}
+  assert set(result['figures']) == {'phase_diagram.png', 'unseen_vs_tasks.png', 'plateau.png',
+                                    'training_curves.png'}
   for path in result['figures'].values():
     assert os.path.dirname(path) == out
     height, width, _ = matplotlib.image.imread(path).shape
@@ -278,7 +280,7 @@ def test_rows_are_ordered_by_num_params_not_by_label(tmp_path, plots):
   assert next(table_rows(text, 'width=64,depth=1 (50k params)')) == ['0.100']
   # The plateau plot needs a varied batch size or task count.
   assert 'plateau.png' in result['skipped'] and 'plateau.png' not in result['figures']
-  assert plots == ['phase_diagram.png', 'unseen_vs_tasks.png']
+  assert plots == ['phase_diagram.png', 'unseen_vs_tasks.png', 'training_curves.png']
   assert result['figures']['phase_diagram.png'] == os.path.join(root, 'phase_diagram.png')
 
 
@@ -366,6 +368,81 @@ def test_state_size_figure_when_the_sweep_varies_the_model(tmp_path):
   assert len(figures_lib.state_size_points(points)) == 4
 
 
+def test_plateau_against_batch_size_is_fitted_by_a_power_law(tmp_path):
+  """Plateaus of 1600 * B^-0.5 steps (to the logged step): the fit finds the exponent; a
+  point that never left its plateau has no length and stays out of the fit."""
+  root = str(tmp_path / 'sweep')
+  lengths = {16: 400, 32: 280, 64: 200, 128: 140}
+  points = [({'train.batch_size': b, 'seed': 0},
+             dict(acc=summary(0.1, 0.5, 0.1, 0.5), num_params=1000,
+                  records=loss_records(leaves_at=n, final_step=600, every=10)))
+            for b, n in lengths.items()]
+  points.append(({'train.batch_size': 128, 'seed': 1},
+                 dict(acc=summary(0.1, 0.1, 0.1, 0.1), num_params=1000,
+                      records=loss_records(leaves_at=None, final_step=600, every=10))))
+  write_sweep(root, points)
+  result = report_lib.report(root)
+  [(label, law)] = result['plateau_fits'].items()
+  assert label == 'width=64,depth=2 (1k params)'
+  assert law['exponent'] == pytest.approx(-0.5, abs=0.02) and law['points'] == 4
+  assert law['coef'] == pytest.approx(1600, rel=0.1) and law['r2'] > 0.99
+  assert f'plateau vs batch size, {label}: ' in result['table']
+  assert 'plateau.png' in result['figures']
+  rows = read_csv(result['csv'])
+  assert rows['seed=1,train.batch_size=128']['left_plateau'] == 'False'
+
+
+def test_power_law_needs_three_distinct_positive_values():
+  assert report_lib.power_law([1, 2], [4, 2]) is None
+  assert report_lib.power_law([1, 2, 2], [4, 2, 2]) is None
+  assert report_lib.power_law([0, 2, 4], [4, 2, 1]) is None
+  law = report_lib.power_law([1, 2, 4], [8, 4, 2])
+  assert law['exponent'] == pytest.approx(-1.0) and law['coef'] == pytest.approx(8.0)
+
+
+def test_adam_epsilon_and_biased_fraction_are_plateau_fields(tmp_path):
+  root = str(tmp_path / 'sweep')
+  done = lambda leaves: dict(acc=summary(0.1, 0.5, 0.1, 0.5), num_params=1000,
+                             records=loss_records(leaves_at=leaves))
+  write_sweep(root, [({'train.eps': 1e-16, 'task.bias_fraction': 0.0}, done(100)),
+                     ({'train.eps': 1e-8, 'task.bias_fraction': 0.0}, done(150)),
+                     ({'train.eps': 1e-16, 'task.bias_fraction': 0.5}, done(50)),
+                     ({'train.eps': 1e-8, 'task.bias_fraction': 0.5}, done(None))])
+  result = report_lib.report(root)
+  points, swept = report_lib.read_points(root)
+  assert report_lib.plateau_fields(points, swept) == ['train.eps', 'task.bias_fraction']
+  assert 'plateau.png' in result['figures'], result['skipped']
+  assert result['plateau_fits'] == {}  # The batch size is not swept.
+
+
+def test_training_curves_are_written_and_drawn_per_point(tmp_path):
+  """training_curves.csv: a row per logged step or evaluation of every point, blank
+  where a step has only one of them; the figure gets its accuracy panel."""
+  root = str(tmp_path / 'sweep')
+  evals = [{'step': s, 'unseen/acc_first': 0.1, 'unseen/acc_last': a}
+           for s, a in ((100, 0.2), (200, 0.6))]
+  write_sweep(root, [({'model.depth': d, 'seed': seed},
+                      dict(acc=summary(0.1, 0.5, 0.1, 0.5), num_params=1000 * d,
+                           records=loss_records(leaves_at=100, final_step=200) + evals))
+                     for d in (1, 2) for seed in (0, 1)])
+  result = report_lib.report(root)
+  assert 'training_curves.png' in result['figures']
+  with open(os.path.join(root, 'training_curves.csv'), newline='') as f:
+    rows = list(csv.DictReader(f))
+  mine = [r for r in rows if r['name'] == 'model.depth=2,seed=1']
+  assert [r['step'] for r in mine] == ['50', '100', '150', '200']
+  assert float(mine[0]['train/loss']) == pytest.approx(ON_PLATEAU)
+  assert mine[0]['unseen/acc_last'] == '' and float(mine[3]['unseen/acc_last']) == 0.6
+  assert len(rows) == 4 * 4 and set(rows[0]) == {
+      'name', 'model.depth', 'seed', 'step', 'train/loss', 'unseen/acc_first',
+      'unseen/acc_last'}
+  import matplotlib.image  # pylint: disable=g-import-not-at-top
+  height, width, _ = matplotlib.image.imread(result['figures']['training_curves.png']).shape
+  assert width > 2 * height  # Two panels: the loss, and the accuracies during training.
+  points, swept = report_lib.read_points(root)
+  assert [len(g) for g in figures_lib.curve_groups(points, swept).values()] == [2, 2]
+
+
 def test_no_done_point_skips_figures(tmp_path, plots):
   root = str(tmp_path / 'sweep')
   write_sweep(root, [
@@ -374,7 +451,8 @@ def test_no_done_point_skips_figures(tmp_path, plots):
   ])
   result = report_lib.report(root)
   assert result['figures'] == {} and plots == []
-  assert set(result['skipped']) == {'phase_diagram.png', 'unseen_vs_tasks.png', 'plateau.png'}
+  assert set(result['skipped']) == {'phase_diagram.png', 'unseen_vs_tasks.png', 'plateau.png',
+                                    'training_curves.png'}
   assert next(table_rows(result['table'], 'width=32')) == ['failed', 'pending']
   assert 'FAILED model.width=32,seed=0,task.num_tasks=16: out of memory (log: none)' in (
       result['table'].splitlines())
@@ -391,7 +469,8 @@ def test_a_figure_that_fails_to_draw_is_skipped(tmp_path, plots, monkeypatch):
   result = report_lib.report(root)
   assert result['skipped']['unseen_vs_tasks.png'] == (
       'drawing failed: ValueError: no room for the legend')
-  assert list(result['figures']) == ['phase_diagram.png'] and plots == ['phase_diagram.png']
+  assert list(result['figures']) == ['phase_diagram.png', 'training_curves.png']
+  assert plots == ['phase_diagram.png', 'training_curves.png']
 
 
 @pytest.mark.parametrize('make_root,message', [

@@ -16,7 +16,7 @@ N, D, C, T, B = 200, 16, 10, 12, 64
 # Jitted once and reused: eager op-by-op dispatch would dominate these tests' time.
 _sample = jax.jit(tasks.sample_episodes, static_argnames=(
     'batch_size', 'seq_len', 'num_tasks', 'num_classes', 'proj_scale', 'bias_fraction', 'unseen',
-    'projection'))
+    'projection', 'distinct'))
 _task_params = jax.jit(jax.vmap(tasks.task_params, in_axes=(None, 0, None, None, None, None)),
                        static_argnums=(2, 3, 4, 5))
 _task_ids = jax.jit(tasks.sample_task_ids, static_argnums=(1, 2, 3))
@@ -92,6 +92,48 @@ def test_default_projection_is_the_stream_of_earlier_runs(dataset, unseen):
   # A changed stream moves these by O(1); float noise across machines by ~1e-6.
   np.testing.assert_allclose([x.sum(), np.abs(x).sum(), x[0, 0, 0], x[-1, -1, -1]],
                              [x_sum, x_abs_sum, x_first, x_last], rtol=1e-5, atol=1e-4)
+
+
+def test_distinct_indices_never_repeat_and_cover_a_whole_split():
+  draw = jax.jit(jax.vmap(projected.distinct_indices, in_axes=(0, None, None)),
+                 static_argnums=(1, 2))
+  idx = np.asarray(draw(jax.random.split(jax.random.key(0), 500), 60, 50))
+  assert idx.min() >= 0 and idx.max() < 60
+  assert all(len(set(row)) == 50 for row in idx)
+  whole = np.asarray(draw(jax.random.split(jax.random.key(1), 4), 7, 7))
+  assert all(sorted(row) == list(range(7)) for row in whole)  # t = n: a permutation.
+  with pytest.raises(ValueError, match='Cannot draw 8 distinct indices from 7'):
+    projected.distinct_indices(jax.random.key(0), 7, 8)
+
+
+def test_distinct_indices_draw_every_ordered_pair_equally_often():
+  """Floyd's algorithm with the final shuffle: all 5 * 4 ordered pairs of 5 indices are
+  equally likely. A bug that biases the set (r from [0, j) instead of [0, j]) or the order
+  (no shuffle: j comes last) fails this chi-square test at p < 1e-6."""
+  draws = 40_000
+  idx = np.asarray(jax.jit(jax.vmap(projected.distinct_indices, in_axes=(0, None, None)),
+                           static_argnums=(1, 2))(
+                               jax.random.split(jax.random.key(3), draws), 5, 2))
+  counts = np.zeros((5, 5))
+  np.add.at(counts, (idx[:, 0], idx[:, 1]), 1)
+  observed = counts[~np.eye(5, dtype=bool)]
+  expected = draws / 20
+  chi2 = ((observed - expected)**2 / expected).sum()
+  assert scipy_special.chdtrc(19, chi2) > 1e-6, (chi2, counts)
+
+
+def test_distinct_episodes_have_no_repeated_example_and_the_same_tasks(dataset):
+  small = (dataset[0][:40], dataset[1][:40])  # T = 12 of 40 rows: many repeats drawn freely.
+  free = sample(small, seq_len=30)
+  distinct = sample(small, seq_len=30, distinct=True)
+  rows = lambda ep: [len({tuple(np.round(x, 4)) for x in ep_x}) for ep_x in
+                     np.asarray(ep.x_BxTxD)]
+  assert min(rows(distinct)) == 30
+  assert min(rows(free)) < 30  # Would pass vacuously if `distinct` were ignored.
+  # The same task ids and projections; only which rows are drawn changed.
+  label_sets = lambda ep: [sorted(set(y)) for y in np.asarray(ep.y_BxT)]
+  assert np.asarray(distinct.y_BxT).shape == np.asarray(free.y_BxT).shape
+  assert sum(a == b for a, b in zip(label_sets(free), label_sets(distinct))) > B // 2
 
 
 def test_fast_projection_is_another_stream_of_the_same_tasks(dataset):

@@ -130,16 +130,38 @@ def test_fast_projection_trains_and_a_run_cannot_switch_projection(trained_run, 
   assert losses[-1] < losses[0] - 0.3, losses
 
 
+def test_a_run_resumed_with_the_other_way_of_drawing_examples_is_told_how(trained_run):
+  workdir, config, _ = trained_run
+  other = tiny_config(config.data.data_dir, task__distinct_examples=False)
+  with pytest.raises(UserError, match=r'differs in task\.distinct_examples\..*to resume it as '
+                                      r'it ran: --config\.task\.distinct_examples=True'):
+    train.train_and_evaluate(other, workdir)
+
+
 def test_default_projection_keeps_sweep_workdir_names():
   """Sweep points keep the workdir names they had before task.projection existed, so a
   relaunched sweep finds them. A field added to the config belongs in fields.ADDED_FIELDS
   (with the default that reproduces older runs), or this name changes."""
   c = config_lib.base_config()
+  # Examples drawn with replacement, as every run was before task.distinct_examples.
+  c.task.distinct_examples = False
   assert sweep.workdir_name('base', c) == 'base-5aeac3aa'  # Computed at commit 15de6f7.
   assert fields.ADDED_FIELDS['task.projection'] == c.task.projection == tasks.DEFAULT_PROJECTION
   c.task.projection = 'threefry_fast'
   assert sweep.workdir_name('base', c) != 'base-5aeac3aa'
-  assert fields.static_differences(config_lib.base_config(), c) == ['task.projection']
+  assert fields.static_differences(config_lib.base_config(), c) == [
+      'task.distinct_examples', 'task.projection']
+
+
+def test_a_config_stored_before_distinct_examples_restores_drawing_with_replacement():
+  """New runs draw distinct examples; a stored config without the field is a run from
+  before it, which drew with replacement, and must restore (and evaluate) that way."""
+  stored = config_lib.base_config().to_dict()
+  del stored['task']['distinct_examples']
+  assert config_lib.base_config().task.distinct_examples is True
+  assert config_lib.from_dict(stored).task.distinct_examples is False
+  stored['task']['distinct_examples'] = True
+  assert config_lib.from_dict(stored).task.distinct_examples is True
 
 
 def test_each_split_is_placed_once_per_mesh_as_uint8(data_dir):

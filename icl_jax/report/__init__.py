@@ -9,8 +9,12 @@ writes to `--out` (default: the root itself):
   phase_diagram.png    model size x number of tasks: seen and unseen accuracy at the last
                        positions, and the phase label (GPICL's Figure 3).
   unseen_vs_tasks.png  unseen-task accuracy against the number of tasks, per model size.
-  plateau.png          loss-plateau length against batch size and/or number of tasks,
-                       when the sweep varies them.
+  training_curves.csv  every point's training loss at each logged step, and its unseen-task
+                       accuracy at each evaluation during training.
+  plateau.png          loss-plateau length against batch size, number of tasks, Adam's
+                       epsilon or the biased fraction, when the sweep varies them, with
+                       the power law fitted against batch size.
+  training_curves.png  the curves of training_curves.csv, a line per point.
 Then prints markdown tables of unseen accuracy and phase per cell, the counts of done,
 failed, running and pending points, and the reason of every failure. Points that have not
 finished, or failed, never stop the report: they show up as such.
@@ -18,7 +22,7 @@ finished, or failed, never stop the report: they show up as such.
   points.py       reading a sweep root into PointRecords
   grid.py         model size x number of tasks: cells, markdown tables, the text report
   summary_csv.py  the columns and rows of summary.csv
-  figures.py      the three figures (matplotlib is imported only to draw them)
+  figures.py      the figures (matplotlib is imported only to draw them)
 No JAX, orbax or TFDS: the report runs anywhere the sweep's files can be read.
 """
 
@@ -32,13 +36,17 @@ from icl_jax import status as status_lib
 from icl_jax.errors import UserError
 from icl_jax.report.figures import draw_figures, plateau_fields
 from icl_jax.report.grid import Grid, cell_mean, cell_phase, count_states, make_grid
-from icl_jax.report.grid import acc_cell, phase_cell, report_text
+from icl_jax.report.grid import acc_cell, phase_cell, plateau_power_laws, power_law
+from icl_jax.report.grid import report_text
 from icl_jax.report.points import PointRecord, load_point, read_points
-from icl_jax.report.summary_csv import CSV_FILE, csv_columns, csv_row
+from icl_jax.report.points import BATCH_SIZE
+from icl_jax.report.summary_csv import CSV_FILE, CURVES_FILE, csv_columns, csv_row
+from icl_jax.report.summary_csv import curve_columns, curve_rows
 
 __all__ = ['report', 'PointRecord', 'load_point', 'read_points', 'Grid', 'make_grid',
            'cell_mean', 'cell_phase', 'acc_cell', 'phase_cell', 'count_states', 'report_text',
-           'csv_columns', 'csv_row', 'draw_figures', 'plateau_fields']
+           'csv_columns', 'csv_row', 'draw_figures', 'plateau_fields', 'plateau_power_laws',
+           'power_law']
 
 
 def report(root: str, out: str | None = None) -> dict[str, Any]:
@@ -46,7 +54,8 @@ def report(root: str, out: str | None = None) -> dict[str, Any]:
 
   Returns {'root', 'out', 'csv': path, 'figures': {name: path}, 'skipped': {name: reason},
   'table': the text to print, 'rows': the CSV rows as dicts, 'counts': {state: n},
-  'swept': the swept fields}.
+  'swept': the swept fields, 'plateau_fits': {row label: power law of the plateau
+  length in the batch size} when the sweep varies the batch size}.
   """
   files.local(root, 'Sweep root')
   if out is not None:
@@ -62,8 +71,15 @@ def report(root: str, out: str | None = None) -> dict[str, Any]:
   rows = [csv_row(p, columns) for p in points]
   csv_path = os.path.join(out, CSV_FILE)
   files.write_csv(csv_path, columns, ([row[c] for c in columns] for row in rows))
+  files.write_csv(os.path.join(out, CURVES_FILE), curve_columns(swept),
+                  (row for p in points for row in curve_rows(p, swept)))
   grid = make_grid(points, swept)
   figures, skipped = draw_figures(out, points, swept, grid)
+  fits = plateau_power_laws(points, grid, BATCH_SIZE) if BATCH_SIZE in swept else {}
+  table = report_text(points, grid)
+  for label, law in fits.items():
+    table += (f'\nplateau vs batch size, {label}: {law["coef"]:.3g} * B^{law["exponent"]:.2f} '
+              f'steps (R^2 {law["r2"]:.2f}, {law["points"]} points that left the plateau)')
   return {'root': root, 'out': out, 'csv': csv_path, 'figures': figures, 'skipped': skipped,
-          'table': report_text(points, grid), 'rows': rows, 'counts': count_states(points),
-          'swept': swept}
+          'table': table, 'rows': rows, 'counts': count_states(points), 'swept': swept,
+          'plateau_fits': fits}

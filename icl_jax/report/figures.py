@@ -3,8 +3,11 @@
   phase_diagram.png    model size x number of tasks: seen and unseen accuracy at the last
                        positions, and the phase label (GPICL's Figure 3).
   unseen_vs_tasks.png  unseen-task accuracy against the number of tasks, per model size.
-  plateau.png          loss-plateau length against batch size and/or number of tasks,
-                       when the sweep varies them.
+  plateau.png          loss-plateau length against batch size, number of tasks, Adam's
+                       epsilon or the biased fraction, when the sweep varies them; a
+                       power law fitted to it against batch size (GPICL's Figure 8).
+  training_curves.png  every point's training loss, and its unseen-task accuracy early
+                       and late in the episode at each evaluation during training.
   state_size.png       unseen-task accuracy against accessible state size and against
                        parameter count, one line per model, when the sweep varies the
                        model (GPICL's state-size figure; experiments/state_size.py).
@@ -23,13 +26,16 @@ from icl_jax import diagnose
 from icl_jax import fields as fields_lib
 from icl_jax import files
 from icl_jax.report.grid import Grid, cell_mean, cell_phase, done_accs, format_num_tasks
-from icl_jax.report.grid import num_tasks_key, value_key
-from icl_jax.report.points import BATCH_SIZE, NUM_TASKS
+from icl_jax.report.grid import num_tasks_key, plateau_power_laws, value_key
+from icl_jax.report.points import BATCH_SIZE, NUM_TASKS, SEED
 from icl_jax.report.points import PointRecord
 from icl_jax.status import DONE
 
 PHASE_DIAGRAM, UNSEEN_VS_TASKS, PLATEAU = 'phase_diagram.png', 'unseen_vs_tasks.png', 'plateau.png'
-STATE_SIZE = 'state_size.png'
+STATE_SIZE, TRAINING_CURVES = 'state_size.png', 'training_curves.png'
+# The plateau's interventions (GPICL section 4.4), besides the number of tasks.
+EPS, BIAS_FRACTION = 'train.eps', 'task.bias_fraction'
+PLATEAU_FIELDS = (BATCH_SIZE, NUM_TASKS, EPS, BIAS_FRACTION)
 MODEL_NAMES = {'lstm': 'LSTM', 'outer_lstm': 'outer-product LSTM', 'transformer': 'Transformer',
                'lsa': 'linear self-attention'}
 PHASE_ABBREV = {'general_learning': 'GL', 'task_identification': 'TI',
@@ -50,6 +56,13 @@ def _chances(points: Sequence[PointRecord]) -> list[float]:
   return sorted({1.0 / p.num_classes for p in points if p.state == DONE and p.num_classes})
 
 
+def positions(field: str, values: Sequence[Any]) -> dict[Any, float]:
+  """x of each value of `field`: linear for a fraction (it includes 0), log2 otherwise."""
+  if field == BIAS_FRACTION:
+    return {v: float(v) for v in values if fields_lib.is_number(v)}
+  return log2_positions(values, fields_lib.INFINITE_TASKS if field == NUM_TASKS else None)
+
+
 def log2_positions(values: Sequence[Any], infinite: Any = None) -> dict[Any, float]:
   """x of each value on a log2 axis; `infinite` goes two octaves past the largest value."""
   finite = [v for v in values if v != infinite and isinstance(v, (int, float)) and v > 0]
@@ -68,8 +81,9 @@ def _axis_labels(ax, xs: Mapping[Any, float], field: str) -> None:
       ax.axvline(xs[fields_lib.INFINITE_TASKS] - 1, color='gray', ls=':', lw=0.8,
                  label='axis break: ∞ (a new task every episode) is not to scale')
   else:
-    ax.set_xticklabels([str(v) for v in xs])
-  ax.set_xlabel({NUM_TASKS: 'number of tasks', BATCH_SIZE: 'batch size'}.get(field, field))
+    ax.set_xticklabels([f'{v:g}' if isinstance(v, float) else str(v) for v in xs])
+  ax.set_xlabel({NUM_TASKS: 'number of tasks', BATCH_SIZE: 'batch size', EPS: "Adam's epsilon",
+                 BIAS_FRACTION: 'biased fraction of each batch'}.get(field, field))
 
 
 def plot_phase_diagram(path: str, grid: Grid, chances: Sequence[float]) -> None:
@@ -165,9 +179,8 @@ def plot_unseen_vs_tasks(path: str, grid: Grid, chances: Sequence[float]) -> Non
 
 
 def plateau_fields(points: Sequence[PointRecord], swept: Sequence[str]) -> list[str]:
-  """The plateau fields (batch size, number of tasks) that take more than one value."""
-  return [f for f in (BATCH_SIZE, NUM_TASKS)
-          if f in swept and len({p.get(f) for p in points}) > 1]
+  """The plateau fields (PLATEAU_FIELDS) that the sweep varies."""
+  return [f for f in PLATEAU_FIELDS if f in swept and len({p.get(f) for p in points}) > 1]
 
 
 def plot_plateau(path: str, points: Sequence[PointRecord], grid: Grid,
@@ -186,8 +199,7 @@ def plot_plateau(path: str, points: Sequence[PointRecord], grid: Grid,
 def _plateau_panel(plt, ax, known: Sequence[PointRecord], grid: Grid, field: str,
                    others: Sequence[str]) -> None:
   from matplotlib import lines as mlines  # pylint: disable=g-import-not-at-top
-  infinite = fields_lib.INFINITE_TASKS if field == NUM_TASKS else None
-  xs = log2_positions(sorted({p.get(field) for p in known}, key=value_key), infinite)
+  xs = positions(field, sorted({p.get(field) for p in known}, key=value_key))
   groups = collections.defaultdict(list)
   for p in known:
     groups[(grid.row_of(p),) + tuple(p.get(f) for f in others)].append(p)
@@ -216,6 +228,14 @@ def _plateau_panel(plt, ax, known: Sequence[PointRecord], grid: Grid, field: str
     line_x = sorted(steps_by_x)
     ax.plot(line_x, [np.mean(steps_by_x[x]) for x in line_x], color=color, label=label,
             lw=max(3.0 - 0.6 * i, 1.0), ls=styles[i % len(styles)], zorder=2 + 0.01 * i)
+  if field == BATCH_SIZE:
+    # GPICL: the plateau shortens about as a power of the batch size. Drawn on the log2
+    # axis the x values use, per model (the fit pools the other fields' values).
+    for label, law in plateau_power_laws(known, grid, BATCH_SIZE).items():
+      grid_x = np.linspace(min(xs.values()), max(xs.values()), 50)
+      ax.plot(grid_x, law['coef'] * np.exp2(grid_x)**law['exponent'], color='black', lw=1,
+              ls=':', label=f'{label}: fit {law["coef"]:.3g} B^{law["exponent"]:.2f} '
+              f'(R² {law["r2"]:.2f})')
   _axis_labels(ax, xs, field)  # First: its axis break joins the legend.
   handles, _ = ax.get_legend_handles_labels()
   if censored_any:
@@ -272,8 +292,67 @@ def plot_state_size(path: str, points: Sequence[PointRecord], chances: Sequence[
   plt.close(fig)
 
 
+def curve_groups(points: Sequence[PointRecord],
+                 swept: Sequence[str]) -> dict[tuple, list[PointRecord]]:
+  """Points with a loss curve, grouped by their swept values other than the seed."""
+  fields = [f for f in swept if f != SEED]
+  groups = collections.defaultdict(list)
+  for p in points:
+    if p.losses:
+      groups[tuple(p.get(f) for f in fields)].append(p)
+  return dict(sorted(groups.items(), key=lambda g: tuple(value_key(v) for v in g[0])))
+
+
+def plot_training_curves(path: str, points: Sequence[PointRecord],
+                         swept: Sequence[str]) -> None:
+  """Training loss against step (left) and, when the runs evaluated along the way, the
+  unseen-task accuracy at the last positions (solid) and the first (dotted) against step
+  (right): a line per point, a colour per value of the swept fields other than the seed."""
+  plt = _pyplot()
+  groups = curve_groups(points, swept)
+  fields = [f for f in swept if f != SEED]
+  with_evals = any(len(p.evals) > 1 for ps in groups.values() for p in ps)
+  fig, axes = plt.subplots(1, 2 if with_evals else 1, figsize=(12 if with_evals else 6.5, 4.4),
+                           squeeze=False)
+  colors = plt.get_cmap('viridis')(np.linspace(0.0, 0.85, max(len(groups), 1)))
+  for color, (values, mine) in zip(colors, groups.items()):
+    label = ', '.join(f'{_short(f)}={format_num_tasks(v) if f == NUM_TASKS else v}'
+                      for f, v in zip(fields, values)) or 'all points'
+    label += f' ({len(mine)} seeds)' if len(mine) > 1 else ''
+    for i, p in enumerate(mine):
+      steps, losses = zip(*p.losses)
+      axes[0][0].plot(steps, losses, color=color, lw=1.2, alpha=0.85,
+                      label=label if i == 0 else None)
+      if with_evals and len(p.evals) > 1:
+        steps, first, last = zip(*p.evals)
+        axes[0][1].plot(steps, last, color=color, lw=1.5, label=label if i == 0 else None)
+        axes[0][1].plot(steps, first, color=color, lw=1.0, ls=':')
+  for chance in sorted({p.num_classes for ps in groups.values() for p in ps if p.num_classes}):
+    axes[0][0].axhline(math.log(chance), color='gray', ls='--', lw=0.8,
+                       label=f'ln {chance} (chance)')
+  axes[0][0].set_xlabel('training step')
+  axes[0][0].set_ylabel('training loss (cross-entropy)')
+  axes[0][0].set_ylim(bottom=0)
+  axes[0][0].legend(fontsize=7)
+  axes[0][0].grid(alpha=0.3)
+  axes[0][0].set_title('Training loss, a line per point', fontsize=9)
+  if with_evals:
+    ax = axes[0][1]
+    ax.set_xlabel('training step')
+    ax.set_ylabel('unseen-task accuracy')
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title('Unseen tasks during training: last positions (solid) vs first (dotted)',
+                 fontsize=9)
+  fig.tight_layout()
+  files.save_figure(fig, path)
+  plt.close(fig)
+
+
 def _short(field: str) -> str:
-  return {BATCH_SIZE: 'batch', NUM_TASKS: 'tasks'}.get(field, field.rsplit('.', 1)[-1])
+  return {BATCH_SIZE: 'batch', NUM_TASKS: 'tasks', BIAS_FRACTION: 'biased'}.get(
+      field, field.rsplit('.', 1)[-1])
 
 
 def draw_figures(out: str, points: Sequence[PointRecord], swept: Sequence[str],
@@ -299,11 +378,15 @@ def draw_figures(out: str, points: Sequence[PointRecord], swept: Sequence[str],
       skipped[name] = 'no point is done with an accuracy summary yet'
   fields = plateau_fields(points, swept)
   if not fields:
-    skipped[PLATEAU] = f'the sweep varies neither {BATCH_SIZE} nor {NUM_TASKS}'
+    skipped[PLATEAU] = f'the sweep varies none of {", ".join(PLATEAU_FIELDS)}'
   elif not any(p.state == DONE and p.left_plateau is not None for p in points):
     skipped[PLATEAU] = 'no done point has training-loss records and a class count'
   else:
     draw(PLATEAU, plot_plateau, points, grid, fields)
+  if any(p.losses for p in points):
+    draw(TRAINING_CURVES, plot_training_curves, points, swept)
+  else:
+    skipped[TRAINING_CURVES] = 'no point has training-loss records yet'
   sized = state_size_points(points)
   if 'model.name' not in swept:
     pass  # Not a study of model families: the figure does not apply.

@@ -158,6 +158,35 @@ def markdown_table(grid: Grid, cell: Callable[[Sequence[PointRecord]], str]) -> 
   return '\n'.join(lines)
 
 
+def power_law(xs: Sequence[float], ys: Sequence[float]) -> dict[str, float] | None:
+  """y = coef * x^exponent by least squares in log-log space, with its R^2; None with fewer
+  than 3 distinct x (two points always fit exactly) or a non-positive value."""
+  if len(set(xs)) < 3 or min(list(xs) + list(ys)) <= 0:
+    return None
+  lx, ly = np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float))
+  exponent, intercept = np.polyfit(lx, ly, 1)
+  residual = ly - (exponent * lx + intercept)
+  total = ((ly - ly.mean())**2).sum()
+  r2 = 1.0 - (residual**2).sum() / total if total > 0 else 1.0
+  return {'exponent': float(exponent), 'coef': float(np.exp(intercept)), 'r2': float(r2),
+          'points': len(xs)}
+
+
+def plateau_power_laws(points: Sequence[PointRecord], grid: Grid,
+                       field: str) -> dict[str, dict[str, float]]:
+  """{row label: power_law(field value, plateau steps)} over the done points of each grid
+  row that left the plateau (one that never did has no length to fit, only a bound)."""
+  labels = dict(zip(grid.rows, grid.row_labels))
+  out = {}
+  for row in grid.rows:
+    left = [p for p in points if grid.row_of(p) == row and p.state == DONE and p.left_plateau
+            and fields_lib.is_number(p.get(field))]
+    fitted = power_law([p.get(field) for p in left], [p.plateau_steps for p in left])
+    if fitted is not None:
+      out[labels[row]] = fitted
+  return out
+
+
 def count_states(points: Sequence[PointRecord]) -> dict[str, int]:
   counts = collections.Counter(p.state for p in points)
   return {s: counts[s] for s in STATES}

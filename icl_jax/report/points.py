@@ -46,6 +46,10 @@ class PointRecord:
   phase: str | None = None
   plateau_steps: int | None = None
   left_plateau: bool | None = None  # None: unknown (no loss records, or not done).
+  # The training curve: (step, training loss) of every logged step, and (step, unseen
+  # accuracy at the first positions, at the last) of every evaluation during training.
+  losses: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+  evals: list[tuple[int, float, float]] = dataclasses.field(default_factory=list)
 
   def get(self, field: str) -> Any:
     """A dotted config field: the override if the sweep set it, else the stored config."""
@@ -168,6 +172,11 @@ def _final_eval(point: PointRecord) -> Mapping[str, Any] | None:
 
 def _apply_records(point: PointRecord, records: Sequence[Mapping[str, Any]]) -> None:
   losses = sorted((r for r in records if 'train/loss' in r), key=lambda r: r['step'])
+  point.losses = [(int(r['step']), float(r['train/loss'])) for r in losses]
+  point.evals = sorted((int(r['step']), float(r['unseen/acc_first']), float(r['unseen/acc_last']))
+                       for r in records
+                       if all(fields_lib.is_number(r.get(k))
+                              for k in ('unseen/acc_first', 'unseen/acc_last')))
   if losses:
     point.final_loss = float(losses[-1]['train/loss'])
   if point.step is None and records:

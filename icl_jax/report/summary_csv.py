@@ -9,6 +9,9 @@ from icl_jax.report.points import ACC_KEYS, BATCH_SIZE, NUM_TASKS, SEED
 from icl_jax.report.points import PointRecord
 
 CSV_FILE = 'summary.csv'
+# Every point's training curve: a row per logged step (loss) or evaluation (accuracies).
+CURVES_FILE = 'training_curves.csv'
+CURVE_KEYS = ('train/loss', 'unseen/acc_first', 'unseen/acc_last')
 # Shown in every CSV whether swept or not: they say what each point was.
 FIXED_FIELDS = ('model.name', 'model.width', 'model.depth', 'num_params', 'state_size', NUM_TASKS,
                 SEED, BATCH_SIZE)
@@ -36,3 +39,19 @@ def csv_row(point: PointRecord, columns: Sequence[str]) -> dict[str, Any]:
     row[column] = '' if value is None else value
   return row
 
+
+
+def curve_columns(swept: Sequence[str]) -> list[str]:
+  return ['name', *swept, 'step', *CURVE_KEYS]
+
+
+def curve_rows(point: PointRecord, swept: Sequence[str]) -> list[list[Any]]:
+  """The rows of `point` in training_curves.csv, by step; blank where a step has no value."""
+  by_step = {}
+  for step, loss in point.losses:
+    by_step.setdefault(step, {})['train/loss'] = loss
+  for step, first, last in point.evals:
+    by_step.setdefault(step, {}).update({'unseen/acc_first': first, 'unseen/acc_last': last})
+  head = [point.name] + [point.get(f) for f in swept]
+  return [head + [step] + [values.get(k) for k in CURVE_KEYS]
+          for step, values in sorted(by_step.items())]
