@@ -50,6 +50,9 @@ class EvalSet:
   y_N: jax.Array
   unseen: bool  # Task ids outside the training pool.
   options: Any = None  # A synthetic family's TaskOptions for this set (shifted inputs).
+  # Examples recur by design (the random pool): always drawn with replacement, whatever
+  # config.task.distinct_examples says.
+  recurring: bool = False
 
 
 def random_dataset(seed: int, num_features: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +105,7 @@ def make_eval_sets(wl: workload_lib.Workload, mesh: jax.sharding.Mesh,
   if include_random:
     x_NxD, y_N = random_dataset(config.seed, train_ds.num_features, train_ds.num_classes)
     put = functools.partial(sharding.put_replicated, mesh=mesh)
-    sets.append(EvalSet(RANDOM, put(x_NxD), put(y_N), unseen=True))
+    sets.append(EvalSet(RANDOM, put(x_NxD), put(y_N), unseen=True, recurring=True))
   return sets
 
 
@@ -129,11 +132,12 @@ class Evaluator:
     self.num_episodes = self.chunk * self.num_chunks
     batch_sharded = sharding.batch_sharded(mesh)
 
-    def sample(key, run, x_NxD, y_N, unseen, options):
-      episode = spec.sample(key, run, x_NxD, y_N, chunk, unseen=unseen, options=options)
+    def sample(key, run, x_NxD, y_N, unseen, options, recurring):
+      episode = spec.sample(key, run, x_NxD, y_N, chunk, unseen=unseen, options=options,
+                            distinct=False if recurring else None)
       return jax.lax.with_sharding_constraint(episode, batch_sharded)
 
-    self._sample = jax.jit(sample, static_argnames=('unseen', 'options'))
+    self._sample = jax.jit(sample, static_argnames=('unseen', 'options', 'recurring'))
     if spec.regression:
       y_variance = tasks.FAMILIES[spec.family].y_variance(spec.options)
       score = lambda pred_BxT, ep: baselines_lib.normalized_squared_error_BxT(
@@ -159,7 +163,8 @@ class Evaluator:
     """The episodes of one set for one run (its seed's keys and its task pool)."""
     set_key = rng.fold_in_name(run.eval_key, eval_set.name)
     return [self._sample(jax.random.fold_in(set_key, i), run, eval_set.x_NxD, eval_set.y_N,
-                         unseen=eval_set.unseen, options=eval_set.options)
+                         unseen=eval_set.unseen, options=eval_set.options,
+                         recurring=eval_set.recurring)
             for i in range(self.num_chunks)]
 
   def per_position(self, params: Any, run: steps.Run, model_name: str = 'model',

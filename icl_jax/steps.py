@@ -106,9 +106,11 @@ class Spec:
     return tasks.FAMILIES[self.family].kind == 'regression'
 
   def sample(self, key, run: Run, x_NxD, y_N, batch_size, unseen=False, *,
-             options: tasks.TaskOptions | None = None, active_dim=None) -> tasks.Episode:
-    """B episodes; `options` overrides the family's (shifted-input evaluation sets) and
-    `active_dim` keeps only the first coordinates of x (the curriculum). `x_NxD` is a split's
+             options: tasks.TaskOptions | None = None, active_dim=None,
+             distinct: bool | None = None) -> tasks.Episode:
+    """B episodes; `options` overrides the family's (shifted-input evaluation sets),
+    `active_dim` keeps only the first coordinates of x (the curriculum) and `distinct`
+    overrides distinct_examples (the random pool, whose examples recur by design). `x_NxD` is a split's
     float32 rows or its compact device form (data.Pixels, see Workload.device_inputs)."""
     hp = run.hparams
     family = tasks.FAMILIES[self.family]
@@ -117,7 +119,7 @@ class Spec:
       # Unseen tasks are measured unbiased: bias_fraction is a training intervention.
       dataset = dict(x_NxD=x_NxD, y_N=y_N, num_classes=self.num_classes,
                      proj_scale=hp['proj_scale'], projection=self.projection,
-                     distinct=self.distinct_examples,
+                     distinct=self.distinct_examples if distinct is None else distinct,
                      bias_fraction=0.0 if unseen else hp['bias_fraction'])
     return family.sample(
         key, run.task_key, batch_size=batch_size, seq_len=self.seq_len,

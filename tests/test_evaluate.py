@@ -127,6 +127,40 @@ def test_other_dataset_is_resized_and_evaluated(trained_run, tmp_path):
   assert 'vs knn' in report['table'] and 'model behind' in report['table']
 
 
+def test_random_pool_recurs_while_dataset_episodes_are_distinct(data_dir):
+  """T = 30 examples from the random column's pool of 20: drawn with replacement whatever
+  distinct_examples says (they must recur to be memorised); the digits columns not."""
+  config = tiny_config(data_dir, task__seq_len=30)
+  assert config.task.distinct_examples
+  wl = workload.build(config)
+  mesh = sharding.make_mesh(config.mesh)
+  sets = evaluator.make_eval_sets(wl, mesh, include_random=True)
+  run = sharding.put(steps.run_values(config), sharding.replicated(mesh))
+  ev = evaluator.Evaluator(wl, mesh, sets, 16)
+  distinct_rows = lambda ep: [len({r.tobytes() for r in np.asarray(x)}) for x in ep.x_BxTxD]
+  by_name = {s.name: ev.episodes(s, run)[0] for s in sets}
+  assert max(distinct_rows(by_name['random'])) <= evaluator.RANDOM_POOL_SIZE < 30
+  assert min(distinct_rows(by_name['unseen'])) == min(distinct_rows(by_name['seen'])) == 30
+
+
+def test_episode_repeats_script_counts_repeats_only_when_drawn_with_replacement(trained_run):
+  sys.path.insert(0, os.path.join(REPO, 'scripts'))
+  try:
+    import episode_repeats  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+  workdir, config, _ = trained_run
+  distinct, free = episode_repeats.measure(workdir, 256, position=config.task.seq_len - 1)
+  assert distinct['examples'] == 'distinct' and distinct['repeats'] == 0.0
+  assert distinct['knn_accuracy'] == distinct['knn_accuracy_on_others']
+  # 9 draws from 360 test images: P(repeat) = 1 - (359/360)^9 = 2.5%, so 0 to 20 of 256.
+  assert free['examples'] == 'replacement' and 0.0 <= free['repeats'] < 0.08
+  if free['repeats']:
+    assert free['knn_accuracy_on_repeats'] == 1.0  # An exact repeat is its own neighbour.
+  with pytest.raises(UserError, match='--position must lie in'):
+    episode_repeats.measure(workdir, 16, position=config.task.seq_len)
+
+
 def test_examples_override_evaluates_the_other_way_into_its_own_directory(trained_run):
   workdir, config, _ = trained_run
   assert config.task.distinct_examples  # The default of new runs.
