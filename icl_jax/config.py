@@ -149,6 +149,11 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
 
   Each option's type is its default's; a bare name sets a boolean option to True.
   """
+  # `a.keys` would be ConfigDict's method, not the option: refuse such names up front.
+  shadowed = sorted(n for n in defaults if hasattr(ml_collections.ConfigDict, n))
+  if shadowed:
+    raise ValueError(f'Experiment options {shadowed} are names of ConfigDict methods, which '
+                     f'attribute access would return instead; rename them (e.g. num_{shadowed[0]}).')
   out = dict(defaults)
   for item in filter(None, (arg or '').split(',')):
     name, has_value, value = item.partition('=')

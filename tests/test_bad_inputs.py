@@ -236,6 +236,13 @@ def test_bad_experiment_argument(arg, message):
     load_experiment('gpicl_digits').get_config(arg)
 
 
+def test_an_experiment_option_named_like_a_configdict_method_is_refused():
+  """`a.values` would be ConfigDict.values, not the option: the experiment's author hears
+  of it at once, not through a type error inside the config."""
+  with pytest.raises(ValueError, match=r"\['keys', 'values'\] are names of ConfigDict "):
+    config_lib.parse_arg('values=3', keys=16, values=10, width=64)
+
+
 # ---------------------------------------------------------------------------------------
 # The CLI: exit code 2, one `error:` line, no traceback, the workdir untouched.
 # ---------------------------------------------------------------------------------------

@@ -67,6 +67,19 @@ def _experiment(tmp_path, body):
   return str(path)
 
 
+@pytest.mark.parametrize('name', sweep.experiment_names())
+def test_every_shipped_experiment_builds_a_valid_smoke_config_and_sweep(name, tmp_path):
+  """An experiment file is read only when someone launches it: each one's `:smoke` config
+  must validate, and its `:smoke` sweep (where it has one) expand to valid points."""
+  path = os.path.join(sweep.experiments_dir(), f'{name}.py')
+  module = sweep.load_module(path)
+  from icl_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  config_lib.validate(module.get_config('smoke'))
+  if hasattr(module, 'sweep'):
+    points = sweep.expand(f'{path}:smoke', str(tmp_path))
+    assert points and all(p.workdir.startswith(str(tmp_path)) for p in points)
+
+
 @pytest.mark.parametrize('config_arg, match', [
     (EXPERIMENT + ':empty', r'expands to zero points: its sweep\(\) never called add\(\)'),
     (EXPERIMENT + ':duplicate', r'Sweep points 0 and 4 .* would share workdir .* Remove the '
