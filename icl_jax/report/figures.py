@@ -5,7 +5,7 @@
   unseen_vs_tasks.png  unseen-task accuracy against the number of tasks, per model size.
   plateau.png          loss-plateau length against batch size, number of tasks, Adam's
                        epsilon or the biased fraction, when the sweep varies them; a
-                       power law fitted to it against batch size (GPICL's Figure 8).
+                       power law fitted to it against batch size (GPICL section 4.4).
   training_curves.png  every point's training loss, and its unseen-task accuracy early
                        and late in the episode at each evaluation during training.
   state_size.png       unseen-task accuracy against accessible state size and against
@@ -259,6 +259,7 @@ def state_size_points(points: Sequence[PointRecord]) -> list[PointRecord]:
 def plot_state_size(path: str, points: Sequence[PointRecord], chances: Sequence[float]) -> None:
   """Two panels sharing the accuracy axis: against state size, and against parameters."""
   plt = _pyplot()
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
   fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), sharey=True)
   models = sorted({str(p.get('model.name')) for p in points})
   for ax, field, label in ((axes[0], 'state_size', 'accessible state size (floats per sequence, '
@@ -277,6 +278,8 @@ def plot_state_size(path: str, points: Sequence[PointRecord], chances: Sequence[
     for chance in chances:
       ax.axhline(chance, color='gray', ls='--', lw=1, label=f'chance ({chance:.2f})')
     ax.set_xscale('log')
+    # Minor ticks' labels (2x10^4, 3x10^4, ...) run into one another over a decade or two.
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel(label)
     ax.grid(alpha=0.3)
   axes[0].set_ylabel('unseen-task accuracy, last positions')
@@ -312,9 +315,14 @@ def plot_training_curves(path: str, points: Sequence[PointRecord],
   groups = curve_groups(points, swept)
   fields = [f for f in swept if f != SEED]
   with_evals = any(len(p.evals) > 1 for ps in groups.values() for p in ps)
-  fig, axes = plt.subplots(1, 2 if with_evals else 1, figsize=(12 if with_evals else 6.5, 4.4),
-                           squeeze=False)
-  colors = plt.get_cmap('viridis')(np.linspace(0.0, 0.85, max(len(groups), 1)))
+  # One legend below the panels, where it covers no curve: a row per `ncol` entries.
+  ncol = 3 if with_evals else 2
+  rows = math.ceil((len(groups) + 1) / ncol)
+  fig, axes = plt.subplots(1, 2 if with_evals else 1, squeeze=False,
+                           figsize=(12 if with_evals else 6.5, 4.0 + 0.2 * rows))
+  # Distinct hues while they last (tab10); a sequential map beyond, where order is the key.
+  colors = (plt.get_cmap('tab10')(np.arange(len(groups))) if len(groups) <= 10 else
+            plt.get_cmap('viridis')(np.linspace(0.0, 0.85, len(groups))))
   for color, (values, mine) in zip(colors, groups.items()):
     label = ', '.join(f'{_short(f)}={format_num_tasks(v) if f == NUM_TASKS else v}'
                       for f, v in zip(fields, values)) or 'all points'
@@ -325,7 +333,7 @@ def plot_training_curves(path: str, points: Sequence[PointRecord],
                       label=label if i == 0 else None)
       if with_evals and len(p.evals) > 1:
         steps, first, last = zip(*p.evals)
-        axes[0][1].plot(steps, last, color=color, lw=1.5, label=label if i == 0 else None)
+        axes[0][1].plot(steps, last, color=color, lw=1.5)
         axes[0][1].plot(steps, first, color=color, lw=1.0, ls=':')
   for chance in sorted({p.num_classes for ps in groups.values() for p in ps if p.num_classes}):
     axes[0][0].axhline(math.log(chance), color='gray', ls='--', lw=0.8,
@@ -333,7 +341,6 @@ def plot_training_curves(path: str, points: Sequence[PointRecord],
   axes[0][0].set_xlabel('training step')
   axes[0][0].set_ylabel('training loss (cross-entropy)')
   axes[0][0].set_ylim(bottom=0)
-  axes[0][0].legend(fontsize=7)
   axes[0][0].grid(alpha=0.3)
   axes[0][0].set_title('Training loss, a line per point', fontsize=9)
   if with_evals:
@@ -342,10 +349,11 @@ def plot_training_curves(path: str, points: Sequence[PointRecord],
     ax.set_ylabel('unseen-task accuracy')
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
     ax.set_title('Unseen tasks during training: last positions (solid) vs first (dotted)',
                  fontsize=9)
-  fig.tight_layout()
+  handles, labels = axes[0][0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc='lower center', ncol=ncol, fontsize=7, frameon=False)
+  fig.tight_layout(rect=(0, min(0.03 + 0.045 * rows, 0.4), 1, 1))
   files.save_figure(fig, path)
   plt.close(fig)
 

@@ -40,7 +40,6 @@ def csv_row(point: PointRecord, columns: Sequence[str]) -> dict[str, Any]:
   return row
 
 
-
 def curve_columns(swept: Sequence[str]) -> list[str]:
   return ['name', *swept, 'step', *CURVE_KEYS]
 
