@@ -110,9 +110,10 @@ def describe_flag_error(error: Exception, argv: list[str]) -> str:
   config = flags.FLAGS['config'].value
   if match and isinstance(config, ml_collections.ConfigDict):
     field, value, reason = match.groups()
-    kind = type(fields_lib.get(config, field)).__name__
+    current = fields_lib.get(config, field)
+    kind = type(current).__name__
     return (f'--config.{field}={value} is not a valid {kind} ({reason}). Pass a value of '
-            f'type {kind}, like the current one: --config.{field}={fields_lib.get(config, field)!r}.')
+            f'type {kind}, like the current one: --config.{field}={current!r}.')
   if 'Flag --config must have a value other than None' in message:
     if path is None:
       return ('--config is missing. Pass --config=path/to/experiment.py[:args], e.g. '

@@ -110,8 +110,9 @@ class Spec:
              distinct: bool | None = None) -> tasks.Episode:
     """B episodes; `options` overrides the family's (shifted-input evaluation sets),
     `active_dim` keeps only the first coordinates of x (the curriculum) and `distinct`
-    overrides distinct_examples (the random pool, whose examples recur by design). `x_NxD` is a split's
-    float32 rows or its compact device form (data.Pixels, see Workload.device_inputs)."""
+    overrides distinct_examples (the random pool, whose examples recur by design).
+    `x_NxD` is a split's float32 rows or its compact device form (data.Pixels, see
+    Workload.device_inputs)."""
     hp = run.hparams
     family = tasks.FAMILIES[self.family]
     dataset = {}

@@ -107,8 +107,9 @@ def task_params(task_key: jax.Array, task_id: jax.Array, num_features: int, num_
 def distinct_indices(key: jax.Array, n: int, t: int) -> jax.Array:
   """idx_T int32: `t` distinct indices in [0, n), every subset and order equally likely.
 
-  Floyd's algorithm (Bentley, "Programming Pearls" column 11): for j = n - t, ..., n - 1
-  draw r uniform in [0, j] and take r, or j if r is taken already; then shuffle. O(t^2)
+  Floyd's algorithm (Bentley and Floyd, "A sample of brilliance", CACM 1987): for
+  j = n - t, ..., n - 1 draw r uniform in [0, j] and take r, or j if r is taken already;
+  then shuffle. O(t^2)
   work and O(t) memory, where jax.random.choice(replace=False) permutes all n.
   """
   if not 0 <= t <= n:
