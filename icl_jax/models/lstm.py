@@ -70,7 +70,6 @@ class LSTMLayer(nnx.Module):
                                 kernel_init=nnx.initializers.orthogonal(), rngs=rngs)
 
   def __call__(self, x_BxSxD: jax.Array) -> jax.Array:
-    b = x_BxSxD.shape[0]
     # The input part of the gates is one large matmul outside the sequential loop.
     gates_in_SxBxG = self.input(x_BxSxD).swapaxes(0, 1)
     w_hh_DxG = self.recurrent.kernel[...]
