@@ -4,11 +4,12 @@ Every episode is a fresh mapping of K keys to values (task family `recall`); the
 prompt [x_t, onehot(y_{t-1})] puts a key and the previous value in one token, so predicting
 y_t means finding the earlier token of the same key and copying the value that came one
 token later: a previous-token head and an induction head, which need two layers. Training
-sits on a plateau (unigram statistics, ln C), then the loss drops suddenly as the late
-positions, where the key has been seen, become predictable while the first ones stay at
-chance. The sweep trains depth 1 (no induction circuit possible) beside depth 2, with
-`seeds` seeds each; the report draws every point's training curve (training_curves.png),
-with the in-context gain (accuracy late minus early in the episode) over training.
+sits on a plateau (just below ln C: what the values seen so far say about the next one),
+then the loss drops suddenly as the late positions, where the key has been seen, become
+predictable while the first ones stay at chance. The sweep trains depth 1 (no induction
+circuit possible) beside depth 2, with `seeds` seeds each; the report draws every point's
+training curve (training_curves.png), with the in-context gain (accuracy late minus early in
+the episode) over training.
 
   python -m launch.sweep --config experiments/induction.py --root workdirs/induction
   python -m icl_jax.report --root workdirs/induction

@@ -2,8 +2,9 @@ r"""GPICL's loss plateau and its interventions (Kirsch et al. 2022, section 4.4)
 
 Meta-training first sits at the loss of guessing, ln 10, then leaves it. The paper shortens
 that plateau three ways: a larger meta-batch (about a power law in the batch size), a
-smaller Adam epsilon, and a biased training distribution (a fraction of every batch keeps
-the identity label permutation, one task that can be memorised first). Each `study` sweeps
+smaller Adam epsilon, and a biased training distribution (here: a fraction of every batch
+keeps the identity label permutation, with its random projection; less diverse tasks).
+Each `study` sweeps
 one of them, with `seeds` seeds per value, on GPICL digits tasks (2^16 tasks, width 64,
 depth 2) in either prompt format; the report draws plateau.png (plateau length against the
 swept value, the power-law fit for the batch size, censored points marked) and
@@ -14,11 +15,11 @@ training_curves.png (every run's loss).
   study=bias    task.bias_fraction over `bias_fractions` (one vmapped group).
 
 Episodes have the digits default of 50 examples: with 25 (half the cost) no batch size from
-16 to 64 left the plateau within 1200 steps on this CPU. The plateau length is the first logged step whose training loss is 0.1
-below ln 10 (icl_jax/diagnose.py). With a biased fraction that loss mixes the memorised
-identity task with the rest, so it leaves ln 10 early whether or not in-context learning
-starts; the unseen-task accuracy at the 8 evaluations during training (unbiased tasks,
-training_curves.png's right panel) says when that does.
+16 to 64 left the plateau within 1200 steps on this CPU. The plateau length is the first
+logged step whose training loss is 0.1 below ln 10 (icl_jax/diagnose.py). With a biased
+fraction that loss mixes the identity-permutation rows with the rest, so it may leave ln 10
+whether or not in-context learning starts; the unseen-task accuracy at the 8 evaluations
+during training (unbiased tasks, training_curves.png's right panel) says when that does.
 
   python -m launch.sweep --config experiments/plateau.py:study=batch --root workdirs/plateau_batch
   python -m launch.sweep --config experiments/plateau.py:study=bias,prompt=gpicl --root ...
