@@ -153,7 +153,8 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   shadowed = sorted(n for n in defaults if hasattr(ml_collections.ConfigDict, n))
   if shadowed:
     raise ValueError(f'Experiment options {shadowed} are names of ConfigDict methods, which '
-                     f'attribute access would return instead; rename them (e.g. num_{shadowed[0]}).')
+                     f'attribute access would return instead; rename them '
+                     f'(e.g. num_{shadowed[0]}).')
   out = dict(defaults)
   for item in filter(None, (arg or '').split(',')):
     name, has_value, value = item.partition('=')

@@ -51,7 +51,6 @@ from icl_jax import results as results_lib
 from icl_jax import sharding
 from icl_jax import status as status_lib
 from icl_jax import steps
-from icl_jax import tasks
 from icl_jax import workload as workload_lib
 from icl_jax.errors import UserError
 from icl_jax.evaluator import EvalSet
@@ -147,7 +146,8 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
   report = {
       'workdir': os.path.abspath(workdir), 'step': step,
       'num_episodes': evaluator.num_episodes, 'seq_len': config.task.seq_len,
-      'distinct_examples': config.task.distinct_examples,
+      # None where episodes draw no dataset rows (a synthetic family): nothing to repeat.
+      'distinct_examples': config.task.distinct_examples if wl.reads_dataset else None,
       'metric': 'normalized_squared_error' if spec.regression else 'accuracy',
       'phase': None if spec.regression else diagnose.phase(summary, spec.num_classes),
       'plateau_steps': None if spec.regression else diagnose.plateau_length(records,
@@ -162,12 +162,6 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
 
 # --examples: as the run's config says, or one way for both run and baselines.
 EXAMPLES = ('run', 'distinct', 'replacement')
-
-
-def _reads_dataset(report: dict[str, Any]) -> bool:
-  """Whether the evaluated run samples a dataset's rows (so the examples option applies)."""
-  family = report['config']['task']['family']
-  return tasks.FAMILIES[family].reads_dataset
 
 
 def _check_not_anothers(out: str, workdir: str, step: int | None = None) -> None:
@@ -280,7 +274,7 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(2)
   head = (f'{report["workdir"]} at step {report["step"]}: {report["num_episodes"]} episodes '
           'per column')
-  if _reads_dataset(report):
+  if report['distinct_examples'] is not None:
     head += (', examples distinct' if report['distinct_examples'] else
              ', examples drawn with replacement')
   if report['phase'] is not None:

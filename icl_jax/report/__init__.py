@@ -74,8 +74,8 @@ def report(root: str, out: str | None = None) -> dict[str, Any]:
   files.write_csv(os.path.join(out, CURVES_FILE), curve_columns(swept),
                   (row for p in points for row in curve_rows(p, swept)))
   grid = make_grid(points, swept)
-  figures, skipped = draw_figures(out, points, swept, grid)
   fits = plateau_power_laws(points, grid, BATCH_SIZE) if BATCH_SIZE in swept else {}
+  figures, skipped = draw_figures(out, points, swept, grid, fits)
   table = report_text(points, grid)
   for label, law in fits.items():
     table += (f'\nplateau vs batch size, {label}: {law["coef"]:.3g} * B^{law["exponent"]:.2f} '

@@ -26,7 +26,7 @@ from icl_jax import diagnose
 from icl_jax import fields as fields_lib
 from icl_jax import files
 from icl_jax.report.grid import Grid, cell_mean, cell_phase, done_accs, format_num_tasks
-from icl_jax.report.grid import num_tasks_key, plateau_power_laws, value_key
+from icl_jax.report.grid import num_tasks_key, value_key
 from icl_jax.report.points import BATCH_SIZE, NUM_TASKS, SEED
 from icl_jax.report.points import PointRecord
 from icl_jax.status import DONE
@@ -184,20 +184,23 @@ def plateau_fields(points: Sequence[PointRecord], swept: Sequence[str]) -> list[
 
 
 def plot_plateau(path: str, points: Sequence[PointRecord], grid: Grid,
-                 fields: Sequence[str]) -> None:
+                 fields: Sequence[str],
+                 batch_fits: Mapping[str, Mapping[str, float]] | None = None) -> None:
   """Plateau length against each field, a line per model size (and the other field)."""
   plt = _pyplot()
   known = [p for p in points if p.state == DONE and p.left_plateau is not None]
   fig, axes = plt.subplots(1, len(fields), figsize=(6.0 * len(fields), 4.2), squeeze=False)
   for ax, field in zip(axes[0], fields):
-    _plateau_panel(plt, ax, known, grid, field, [f for f in fields if f != field])
+    _plateau_panel(plt, ax, known, grid, field, [f for f in fields if f != field],
+                   batch_fits or {})
   fig.tight_layout()
   files.save_figure(fig, path)
   plt.close(fig)
 
 
 def _plateau_panel(plt, ax, known: Sequence[PointRecord], grid: Grid, field: str,
-                   others: Sequence[str]) -> None:
+                   others: Sequence[str], batch_fits: Mapping[str, Mapping[str, float]]
+                   ) -> None:
   from matplotlib import lines as mlines  # pylint: disable=g-import-not-at-top
   xs = positions(field, sorted({p.get(field) for p in known}, key=value_key))
   groups = collections.defaultdict(list)
@@ -231,7 +234,7 @@ def _plateau_panel(plt, ax, known: Sequence[PointRecord], grid: Grid, field: str
   if field == BATCH_SIZE:
     # GPICL: the plateau shortens about as a power of the batch size. Drawn on the log2
     # axis the x values use, per model (the fit pools the other fields' values).
-    for label, law in plateau_power_laws(known, grid, BATCH_SIZE).items():
+    for label, law in batch_fits.items():
       grid_x = np.linspace(min(xs.values()), max(xs.values()), 50)
       ax.plot(grid_x, law['coef'] * np.exp2(grid_x)**law['exponent'], color='black', lw=1,
               ls=':', label=f'{label}: fit {law["coef"]:.3g} B^{law["exponent"]:.2f} '
@@ -363,9 +366,11 @@ def _short(field: str) -> str:
       field, field.rsplit('.', 1)[-1])
 
 
-def draw_figures(out: str, points: Sequence[PointRecord], swept: Sequence[str],
-                 grid: Grid) -> tuple[dict[str, str], dict[str, str]]:
-  """({figure: path} drawn, {figure: why not}); a figure that cannot be drawn is skipped."""
+def draw_figures(out: str, points: Sequence[PointRecord], swept: Sequence[str], grid: Grid,
+                 batch_fits: Mapping[str, Mapping[str, float]] | None = None
+                 ) -> tuple[dict[str, str], dict[str, str]]:
+  """({figure: path} drawn, {figure: why not}); a figure that cannot be drawn is skipped.
+  `batch_fits`: grid.plateau_power_laws of the batch size, drawn into plateau.png."""
   drawn, skipped = {}, {}
 
   def draw(name, plot, *args):
@@ -390,7 +395,7 @@ def draw_figures(out: str, points: Sequence[PointRecord], swept: Sequence[str],
   elif not any(p.state == DONE and p.left_plateau is not None for p in points):
     skipped[PLATEAU] = 'no done point has training-loss records and a class count'
   else:
-    draw(PLATEAU, plot_plateau, points, grid, fields)
+    draw(PLATEAU, plot_plateau, points, grid, fields, batch_fits)
   if any(p.losses for p in points):
     draw(TRAINING_CURVES, plot_training_curves, points, swept)
   else:
