@@ -20,8 +20,11 @@ run: $(STAMP)
 smoke: $(STAMP)
 	$(PY) -m icl_jax.main --config experiments/gpicl_digits.py:smoke --workdir workdirs/smoke
 
+# Two pytest-xdist workers, a file each at a time (module fixtures are built once): most
+# tests compile or wait on a subprocess with one core busy. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 # Short-budget benchmarks (a few minutes on 2 CPU cores): appends one JSON line per figure
 # to benchmarks/results/<host>.jsonl, then prints the latest results as markdown tables.

@@ -90,12 +90,14 @@ def _listing_retried(list_steps: Callable[[], Any]) -> Any:
   """list_steps(), again if a step vanished while orbax listed the steps.
 
   Orbax lists the step directories, then stats each one: a trainer rotating a step away
-  in between makes the stat raise FileNotFoundError. The listing is simply taken again.
+  in between makes the stat raise FileNotFoundError, or NotADirectoryError where orbax
+  asks "exists?" and then "a directory?" and the step goes between the two. The listing is
+  simply taken again; a step that really is a file fails every time and raises.
   """
   for attempt in range(_MAX_ROTATION_RETRIES):
     try:
       return list_steps()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
       if attempt == _MAX_ROTATION_RETRIES - 1:
         raise
       time.sleep(0.05)

@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 
+import ml_collections
 import numpy as np
 
 from icl_jax import checkpoint
@@ -26,13 +27,32 @@ from icl_jax import workload
 from icl_jax.errors import UserError
 
 
+def run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The run's stored config, set to evaluate on every device as `icl_jax.evaluate` does."""
+  ckpt, _, config = checkpoint.open_run(workdir, None)
+  ckpt.close()
+  config.mesh.data = config.mesh.run = -1
+  return config
+
+
+def unseen_episodes(config: ml_collections.ConfigDict,
+                    num_episodes: int) -> tuple[np.ndarray, np.ndarray]:
+  """(x_BxTxD, y_BxT): the run's unseen-task evaluation episodes as `icl_jax.evaluate`
+  samples them (the same keys, the config's way of drawing examples)."""
+  wl = workload.build(config)
+  mesh = sharding.make_mesh(config.mesh)
+  unseen = evaluator.make_eval_sets(wl, mesh)[1]
+  run = sharding.put(steps.run_values(config), sharding.replicated(mesh))
+  episodes = evaluator.Evaluator(wl, mesh, [unseen], num_episodes).episodes(unseen, run)
+  return (np.concatenate([np.asarray(e.x_BxTxD) for e in episodes]),
+          np.concatenate([np.asarray(e.y_BxT) for e in episodes]))
+
+
 def measure(workdir: str, num_episodes: int,
             position: int | None = None) -> list[dict[str, float]]:
   """One dict per way of drawing (distinct, then with replacement); `position`: default
   the last."""
-  ckpt, _, config = checkpoint.open_run(workdir, None)
-  ckpt.close()
-  config.mesh.data = config.mesh.run = -1
+  config = run_config(workdir)
   if position is None:
     position = config.task.seq_len - 1
   if not 1 <= position < config.task.seq_len:
@@ -40,13 +60,7 @@ def measure(workdir: str, num_episodes: int,
   out = []
   for distinct in (True, False):
     config.task.distinct_examples = distinct
-    wl = workload.build(config)
-    mesh = sharding.make_mesh(config.mesh)
-    unseen = evaluator.make_eval_sets(wl, mesh)[1]
-    run = sharding.put(steps.run_values(config), sharding.replicated(mesh))
-    episodes = evaluator.Evaluator(wl, mesh, [unseen], num_episodes).episodes(unseen, run)
-    x_BxTxD = np.concatenate([np.asarray(e.x_BxTxD) for e in episodes])
-    y_BxT = np.concatenate([np.asarray(e.y_BxT) for e in episodes])
+    x_BxTxD, y_BxT = unseen_episodes(config, num_episodes)
     dist_BxK = ((x_BxTxD[:, :position] - x_BxTxD[:, position:position + 1])**2).sum(-1)
     repeat_B = dist_BxK.min(1) == 0.0
     nn_B = dist_BxK.argmin(1)

@@ -19,10 +19,14 @@ TEST_PLATFORM = os.environ.get('ICL_JAX_TEST_PLATFORM', 'cpu').strip().lower() o
 # programs' results; speed is measured in benchmarks/, never here). Subprocesses that
 # set their own device count keep this flag (see subprocess_xla_flags).
 TEST_XLA_FLAGS = '--xla_backend_optimization_level=0'
+# pytest-xdist workers (`make test` runs two) inherit the controller's environment, with
+# these flags already in it.
+XDIST_WORKER = os.environ.get('PYTEST_XDIST_WORKER')
 if TEST_PLATFORM == 'cpu':
-  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                             f' --xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}'
-                            ).strip()
+  if not XDIST_WORKER:
+    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                               f' --xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}'
+                              ).strip()
   # The CPU even on a host with a GPU plugin installed: the sharding tests need the 8
   # simulated devices above. Subprocesses inherit it.
   os.environ['JAX_PLATFORMS'] = 'cpu'
@@ -37,8 +41,11 @@ import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 jax.config.update('jax_numpy_rank_promotion', 'raise')
 # Tests train many runs of one tiny shape, each through fresh jit-ed closures: a persistent
 # cache (new for every session) lets identical programs compile once. Subprocess tests
-# set their own.
-_CACHE_DIR = tempfile.mkdtemp(prefix='icl_jax_test_jax_cache_')
+# set their own. xdist workers share the controller's, which removes it at the end.
+_CACHE_DIR = os.environ.get('ICL_JAX_TEST_CACHE') if XDIST_WORKER else None
+if not _CACHE_DIR:
+  _CACHE_DIR = tempfile.mkdtemp(prefix='icl_jax_test_jax_cache_')
+  os.environ['ICL_JAX_TEST_CACHE'] = _CACHE_DIR
 # Entry points run as subprocesses use it too (runtime.default_compilation_cache), rather
 # than the user's ~/.cache.
 os.environ.setdefault('ICL_JAX_COMPILATION_CACHE', _CACHE_DIR)
@@ -58,7 +65,8 @@ def pytest_report_header(config):
 def pytest_sessionfinish(session, exitstatus):
   """The session's compilation cache goes with it (~20 MB each, left in /tmp before)."""
   del session, exitstatus
-  shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+  if not XDIST_WORKER:
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 def pytest_sessionstart(session):

@@ -226,7 +226,8 @@ def load_experiment(name):
 
 
 @pytest.mark.parametrize('arg,message', [
-    ('bogus=1', r"Unknown experiment argument 'bogus' in 'bogus=1'\. Known arguments: depth, "),
+    ('bogus=1',
+     r"Unknown experiment argument 'bogus' in 'bogus=1'\. Known arguments: batch_size, depth, "),
     ('num_tasks=abc',
      r"Experiment argument num_tasks='abc' is not a valid int \(default 65536\)"),
     ('smoke,width=', r"Experiment argument width='' is not a valid int"),

@@ -1,6 +1,7 @@
 """Meta-testing from checkpoints: topology-free restore, phase labels, the CLI's outputs."""
 
 import csv
+import importlib
 import json
 import math
 import os
@@ -143,12 +144,17 @@ def test_random_pool_recurs_while_dataset_episodes_are_distinct(data_dir):
   assert min(distinct_rows(by_name['unseen'])) == min(distinct_rows(by_name['seen'])) == 30
 
 
-def test_episode_repeats_script_counts_repeats_only_when_drawn_with_replacement(trained_run):
+def script(name):
+  """A module of scripts/, which imports its neighbours as a script run from there would."""
   sys.path.insert(0, os.path.join(REPO, 'scripts'))
   try:
-    import episode_repeats  # pylint: disable=g-import-not-at-top
+    return importlib.import_module(name)
   finally:
     sys.path.pop(0)
+
+
+def test_episode_repeats_script_counts_repeats_only_when_drawn_with_replacement(trained_run):
+  episode_repeats = script('episode_repeats')
   workdir, config, _ = trained_run
   distinct, free = episode_repeats.measure(workdir, 128, position=config.task.seq_len - 1)
   assert distinct['examples'] == 'distinct' and distinct['repeats'] == 0.0
@@ -159,6 +165,25 @@ def test_episode_repeats_script_counts_repeats_only_when_drawn_with_replacement(
     assert free['knn_accuracy_on_repeats'] == 1.0  # An exact repeat is its own neighbour.
   with pytest.raises(UserError, match='--position must lie in'):
     episode_repeats.measure(workdir, 16, position=config.task.seq_len)
+
+
+def test_classical_ceiling_scores_the_very_episodes_of_evaluate(trained_run, tmp_path):
+  """Its 1-NN, fitted by scikit-learn, matches the evaluator's 1-NN over the same last
+  positions: the script really reads evaluate's episodes, so its margins above 1-NN are
+  margins on the README's tables."""
+  classical_ceiling = script('classical_ceiling')
+  workdir, config, _ = trained_run
+  report = evaluate.evaluate_workdir(workdir, num_episodes=32, baseline_names=['knn'],
+                                     out=str(tmp_path / 'eval'))
+  got = classical_ceiling.measure(workdir, 32)
+  k = got['last_positions']
+  assert k == config.task.seq_len - 1 and got['episodes'] == 32  # Position 0 has no context.
+  knn_T = report['results']['unseen']['knn']['mean']
+  assert got['accuracy']['knn'] == pytest.approx(np.mean(knn_T[-k:]), abs=1e-9)
+  assert set(got['vs_knn']) == {'svm_rbf', 'svm_linear', 'lda_shrinkage'}
+  for name, d in got['vs_knn'].items():
+    assert d['episodes'] == 32 and d['positions'] == k
+    assert d['diff'] == pytest.approx(got['accuracy'][name] - got['accuracy']['knn'])
 
 
 def test_examples_override_evaluates_the_other_way_into_its_own_directory(trained_run):

@@ -309,17 +309,28 @@ def test_a_checkpoint_rotated_away_mid_read_is_not_damage(straight_run, tmp_path
   assert not os.path.exists(checkpoint_lib.corrupt_directory(workdir))
 
 
-def test_a_step_gone_while_orbax_lists_the_steps_is_listed_again():
+@pytest.mark.parametrize('error', [FileNotFoundError, NotADirectoryError])
+def test_a_step_gone_while_orbax_lists_the_steps_is_listed_again(error):
+  """NotADirectoryError: orbax checks that a step exists, then that it is a directory; a
+  rotation between the two reads as "not a directory" (seen under two test workers)."""
   attempts = []
 
   def list_steps():
     attempts.append(1)
     if len(attempts) < 3:
-      raise FileNotFoundError('checkpoints/4')
+      raise error('checkpoints/4')
     return [5]
 
   assert checkpoint_lib._listing_retried(list_steps) == [5]  # pylint: disable=protected-access
   assert len(attempts) == 3
+
+
+def test_a_step_that_is_a_file_still_fails_after_the_retries():
+  def list_steps():
+    raise NotADirectoryError('checkpoints/4')
+
+  with pytest.raises(NotADirectoryError):
+    checkpoint_lib._listing_retried(list_steps)  # pylint: disable=protected-access
 
 
 @pytest.mark.slow
