@@ -110,14 +110,13 @@ def group_program(configs: Sequence[Any], wl: Any = None) -> GroupProgram:
   """The jit-ed group step of `configs` (one run or a sweep group), its initial state and
   inputs, built from the framework's own pieces, so a benchmark times what users run.
   `wl`: the workload to use instead of workload.build(configs[0]) (e.g. random data)."""
-  from icl_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from icl_jax import sharding, steps, train, workload  # pylint: disable=g-import-not-at-top
+  from icl_jax import group as group_lib, sharding, steps, workload  # pylint: disable=g-import-not-at-top
   wl = workload.build(configs[0]) if wl is None else wl
   mesh = sharding.make_mesh(wl.config.mesh, len(configs))
-  num_slots = config_lib.padded_runs(len(configs), mesh.shape[sharding.RUN])
-  runs = sharding.put(steps.stack_runs(train.pad([steps.run_values(c) for c in configs],
+  num_slots = sharding.padded_runs(len(configs), mesh.shape[sharding.RUN])
+  runs = sharding.put(steps.stack_runs(group_lib.pad([steps.run_values(c) for c in configs],
                                                  num_slots)), sharding.run_sharded(mesh))
   state = jax.jit(jax.vmap(wl.init), out_shardings=wl.group_shardings(mesh))(runs)
   inputs = (runs,) + wl.training_inputs(mesh)
-  step = train.make_group_step(wl, mesh, wl.config.mesh.group_strategy)
+  step = group_lib.make_group_step(wl, mesh, wl.config.mesh.group_strategy)
   return GroupProgram(step, state, inputs, wl.spec, mesh)

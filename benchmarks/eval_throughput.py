@@ -22,7 +22,7 @@ import bench_common as common  # pylint: disable=g-import-not-at-top,wrong-impor
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from icl_jax import baselines as baselines_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from icl_jax.baselines import registry  # pylint: disable=g-import-not-at-top,wrong-import-position
 from icl_jax import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from icl_jax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from icl_jax import steps as steps_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -38,7 +38,7 @@ def main():
   parser.add_argument('--calls', type=int, default=5, help='Calls per timed window (at most).')
   parser.add_argument('--windows', type=int, default=5)
   parser.add_argument('--budget', type=float, default=None, help='Seconds per method.')
-  parser.add_argument('--baselines', default=','.join(baselines_lib.BASELINES))
+  parser.add_argument('--baselines', default=','.join(registry.available(regression=False)))
   args = parser.parse_args()
 
   config = (sampler_throughput.gpicl_digits_config() if args.config == 'gpicl_digits' else
@@ -48,7 +48,7 @@ def main():
   run = sharding.put(steps_lib.run_values(config), sharding.replicated(mesh))
   params = jax.jit(wl.init)(run)['params']
   names = [n for n in args.baselines.split(',') if n]
-  fns = {n: baselines_lib.BASELINES[n] for n in names}
+  fns = {n: registry.available(regression=False)[n].predict for n in names}
   sets = evaluator_lib.make_eval_sets(wl, mesh)
   evaluator = evaluator_lib.Evaluator(wl, mesh, sets[1:2], args.episodes, fns)
   [episode] = evaluator.episodes(sets[1], run)[:1]

@@ -72,13 +72,13 @@ def measure(workload: str, num_runs: int, steps: int, strategy: str = 'auto') ->
     jax.block_until_ready((state, metrics))
     return r * steps / (time.perf_counter() - start), dict(program.mesh.shape)
 
-  from icl_jax import sharding, train  # pylint: disable=g-import-not-at-top
+  from icl_jax import group as group_lib, sharding  # pylint: disable=g-import-not-at-top
   alone, _ = run_steps_per_sec(1, 'vmap')  # A group of one: what a run alone trains.
   grouped, mesh_shape = run_steps_per_sec(num_runs, strategy)
   mesh = sharding.make_mesh(WORKLOADS[workload](0).mesh, num_runs)
   return {
       'benchmark': 'sweep_scaling', 'workload': workload, 'runs': num_runs,
-      'strategy': train.group_strategy(strategy, mesh),
+      'strategy': group_lib.strategy(strategy, mesh),
       'devices': jax.device_count(), 'platform': jax.devices()[0].platform, 'mesh': mesh_shape,
       'group_run_steps_per_sec': round(grouped, 3),
       'sequential_run_steps_per_sec': round(alone, 3),

@@ -10,7 +10,7 @@ FLOPs per step counted analytically (6 x matmul parameters x tokens, plus attent
 two S x S products, forward and backward), the achieved FLOP/s and its fraction of the
 measured peak (`mfu`).
 
-Every config runs the framework's own step: `train.make_group_step` around
+Every config runs the framework's own step: `group.make_group_step` around
 `steps.train_step` on a group of one run, as `icl_jax.main` trains it.
   garg_tiny, garg_small  Garg et al.'s linear regression: d = 20, 41 points interleaved as
                          82 tokens, batch 64, Adam lr 1e-4 (no clipping, no warm-up, no

@@ -20,7 +20,9 @@ from typing import Any
 import jax
 import ml_collections
 
-from icl_jax import checkpoint as checkpoint_lib
+from icl_jax import plugins
+from icl_jax import recovery as recovery_lib
+from icl_jax import runtime
 from icl_jax import sharding
 from icl_jax import steps
 from icl_jax import tasks
@@ -98,15 +100,17 @@ def load(workdir: str, step: int | None = None, *, data_dir: str | None = None) 
   (the stored config's data.data_dir); a synthetic family needs none. Raises
   icl_jax.errors.UserError when the workdir holds no usable checkpoint.
   """
+  runtime.install_log_filters()  # The API's entry: as every program does at its start.
+  plugins.load()
   requested = step
-  ckpt, step, config = checkpoint_lib.open_run(workdir, step)
+  recovery, step, config = recovery_lib.open_run(workdir, step)
   try:
     config.mesh.data = config.mesh.run = -1  # Whatever devices exist now.
     if data_dir is not None:
       config.data.data_dir = data_dir
     wl = workload_lib.build(config)
     mesh = sharding.make_mesh(config.mesh)
-    step, params = wl.restore_params_for_reading(ckpt, mesh, requested)
+    step, params = recovery.params(wl.abstract_on(mesh)['params'], requested)
   finally:
-    ckpt.close()
+    recovery.store.close()
   return Trained(workdir, step, config, params, wl, mesh)

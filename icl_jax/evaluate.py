@@ -32,26 +32,27 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import sys
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from icl_jax import baselines as baselines_lib
-from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import cli
 from icl_jax import diagnose
 from icl_jax import files
 from icl_jax import learning_curves
 from icl_jax import metrics as metrics_lib
+from icl_jax import plugins
 from icl_jax import progress
+from icl_jax import recovery as recovery_lib
 from icl_jax import results as results_lib
+from icl_jax import runtime
 from icl_jax import sharding
 from icl_jax import status as status_lib
 from icl_jax import steps
 from icl_jax import workload as workload_lib
+from icl_jax.baselines import registry
 from icl_jax.errors import UserError
 from icl_jax.evaluator import EvalSet
 from icl_jax.evaluator import Evaluator
@@ -77,67 +78,101 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
     _check_not_anothers(out, workdir, step)
   if num_episodes is not None and not 1 <= num_episodes < 2**31:
     raise UserError(f'--num_tasks_eval must be an integer in [1, 2**31), got {num_episodes}.')
-  ckpt, _, config = checkpoint_lib.open_run(workdir, step)
-  try:
-    config.mesh.data = config.mesh.run = -1  # Whatever devices exist now.
-    if data_dir:
-      config.data.data_dir = data_dir
-    if num_episodes is None:
-      num_episodes = config.eval.num_episodes
-    suffix = ''
-    if examples != 'run':
-      distinct = examples == 'distinct'
-      suffix = '' if distinct == config.task.distinct_examples else f'-{examples}'
-      config.task.distinct_examples = distinct
-    wl = workload_lib.build(config)
-    spec = wl.spec
-    available = _available_baselines(config, spec)
-    unknown = [b for b in (baseline_names or ()) if b not in available]
-    if unknown:
-      raise UserError(f'Unknown baselines {unknown} for the {config.task.family!r} family; '
-                      f'choose from {", ".join(available)} or none.')
-    mesh = sharding.make_mesh(config.mesh)
-    # No --step: the newest checkpoint that restores (damaged ones are skipped, not moved).
-    step, params = wl.restore_params_for_reading(ckpt, mesh, step)
-  finally:
-    ckpt.close()
+  config, suffix = _stored_config(workdir, step, data_dir, examples)
+  num_episodes = num_episodes or config.eval.num_episodes
+  wl = workload_lib.build(config)
+  learners = _learners(config, wl, baseline_names)
+  mesh = sharding.make_mesh(config.mesh)
+  step, params = _restore_params(workdir, step, wl, mesh)
   sets = make_eval_sets(wl, mesh, datasets,  # First: a bad dataset is the only line.
-                        include_random=not spec.regression and wl.reads_dataset,
+                        include_random=not wl.regression and wl.reads_dataset,
                         data_dir=data_dir)
   if verbose:
     progress.say(f'evaluating {workdir} at step {step}: {num_episodes} episodes per column')
   run = sharding.put(steps.run_values(config), sharding.replicated(mesh))
-
-  chosen = {}
-  names = _default_baselines(config, spec) if baseline_names is None else list(baseline_names)
-  fns = {name: available[name] for name in names}
-  tuned = {'sgd': (baselines_lib.tune_sgd_lr, baselines_lib.predict_sgd),
-           'gd': (baselines_lib.tune_gd_lr, baselines_lib.predict_gd)}
-  for name, (tune, predict) in tuned.items():
-    if name not in fns:
-      continue
-    # The paper's SGD row (and GD for regression): the learning rate is picked on
-    # training-pool tasks, on episodes disjoint from the evaluation ones.
-    if verbose:
-      progress.say(f'tuning the learning rate of the {name} baseline...')
-    tune_set = EvalSet(f'{name}_tuning', sets[0].x_NxD, sets[0].y_N, unseen=False)
-    tuner = Evaluator(wl, mesh, [tune_set], num_episodes)
-    ep = jax.tree.map(lambda *a: jnp.concatenate(a), *tuner.episodes(tune_set, run))
-    tune_args = (ep.x_BxTxD, ep.y_BxT) + (() if spec.regression else (spec.num_classes,))
-    lr, _ = tune(*tune_args)
-    chosen[f'{name}_lr'] = float(lr)
-    fns[name] = functools.partial(predict, lr=float(lr))
-
+  fns, chosen = _bind(learners, wl, mesh, sets[0], run, num_episodes, verbose)
   model_name = config.model.name
   evaluator = Evaluator(wl, mesh, sets, num_episodes, fns,
-                        host_baselines=baselines_lib.HOST_REGRESSION_BASELINES)
+                        host_baselines={n for n, b in learners.items() if b.host})
   scores = evaluator.per_position(params, run, model_name=model_name, show_progress=verbose)
+  report = _report(workdir, step, wl, scores, evaluator.num_episodes, chosen)
+  return write_outputs(report, wl, sets,
+                       out or os.path.join(workdir, 'eval', f'{step}{suffix}'))
+
+
+def _stored_config(workdir: str, step: int | None, data_dir: str | None,
+                   examples: str) -> tuple[ml_collections.ConfigDict, str]:
+  """(the run's stored config set to evaluate on every device, the default out's suffix)."""
+  recovery, _, config = recovery_lib.open_run(workdir, step)
+  recovery.store.close()
+  config.mesh.data = config.mesh.run = -1  # Whatever devices exist now.
+  if data_dir:
+    config.data.data_dir = data_dir
+  suffix = ''
+  if examples != 'run':
+    distinct = examples == 'distinct'
+    suffix = '' if distinct == config.task.distinct_examples else f'-{examples}'
+    config.task.distinct_examples = distinct
+  return config, suffix
+
+
+def _restore_params(workdir: str, step: int | None, wl: workload_lib.Workload,
+                    mesh: jax.sharding.Mesh) -> tuple[int, Any]:
+  """No --step: the newest checkpoint that restores (damaged ones are skipped, not moved)."""
+  recovery, _, _ = recovery_lib.open_run(workdir, step)
+  try:
+    return recovery.params(wl.abstract_on(mesh)['params'], step)
+  finally:
+    recovery.store.close()
+
+
+def _learners(config: ml_collections.ConfigDict, wl: workload_lib.Workload,
+              names: Sequence[str] | None) -> dict[str, registry.Baseline]:
+  """The learners asked for (by default, the family's), from the registry."""
+  available = registry.available(wl.regression)
+  unknown = [b for b in (names or ()) if b not in available]
+  if unknown:
+    raise UserError(f'Unknown baselines {unknown} for the {config.task.family!r} family; '
+                    f'choose from {", ".join(available)} or none.')
+  if names is None:
+    names = registry.defaults(wl.regression, config.task.family)
+  return {name: available[name] for name in names}
+
+
+def _bind(learners: dict[str, registry.Baseline], wl: workload_lib.Workload,
+          mesh: jax.sharding.Mesh, seen: EvalSet, run: steps.Run, num_episodes: int,
+          verbose: bool) -> tuple[dict[str, Callable[..., Any]], dict[str, float]]:
+  """Each learner's function with its prior's hyperparameters bound and, for a tuned one
+  (the paper's SGD row; GD for regression), the value its tuner picks on training-pool
+  tasks, on episodes disjoint from the evaluation ones; and {name_arg: value} so picked."""
+  fns, chosen = {}, {}
+  for name, b in learners.items():
+    fns[name] = functools.partial(b.predict, **(b.prior(wl.config.task) if b.prior else {}))
+    if b.tune is None:
+      continue
+    if verbose:
+      progress.say(f'tuning the {b.tuned} of the {name} baseline...')
+    tune_set = EvalSet(f'{name}_tuning', seen.x_NxD, seen.y_N, unseen=False)
+    tuner = Evaluator(wl, mesh, [tune_set], num_episodes)
+    ep = jax.tree.map(lambda *a: jnp.concatenate(a), *tuner.episodes(tune_set, run))
+    value, _ = b.tune(ep.x_BxTxD, ep.y_BxT,
+                      *(() if wl.regression else (wl.spec.num_classes,)))
+    chosen[f'{name}_{b.tuned}'] = float(value)
+    fns[name] = functools.partial(fns[name], **{b.tuned: float(value)})
+  return fns, chosen
+
+
+def _report(workdir: str, step: int, wl: workload_lib.Workload,
+            scores: dict[str, dict[str, Any]], num_episodes: int,
+            chosen: dict[str, float]) -> dict[str, Any]:
+  """results.json's content: curves, summary, phase, paired differences and fits."""
+  config, spec = wl.config, wl.spec
+  model_name = config.model.name
   results = {s: {m: results_lib.curves(c) for m, c in methods.items()}
              for s, methods in scores.items()}
-  metric = metric_name(spec)
   summary = summarize_positions({s: c[model_name].mean(0) for s, c in scores.items()},
                                 config.eval.first_positions, config.eval.last_positions,
-                                metric=metric)
+                                metric=metric_name(spec))
   records = metrics_lib.read(workdir)
   # Paired with every learner on the same episodes, over the positions the summary's "last"
   # covers; and every curve fitted by a power law and an exponential.
@@ -145,7 +180,7 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
   fits = learning_curves.fit_all(results, spec.regression)
   report = {
       'workdir': os.path.abspath(workdir), 'step': step,
-      'num_episodes': evaluator.num_episodes, 'seq_len': config.task.seq_len,
+      'num_episodes': num_episodes, 'seq_len': config.task.seq_len,
       # None where episodes draw no dataset rows (a synthetic family): nothing to repeat.
       'distinct_examples': config.task.distinct_examples if wl.reads_dataset else None,
       'metric': 'normalized_squared_error' if spec.regression else 'accuracy',
@@ -155,9 +190,7 @@ def evaluate_workdir(workdir: str, step: int | None = None, datasets: Sequence[s
       'summary': summary, 'chosen_hparams': chosen,
       'config': config.to_dict(), 'results': results, 'paired': paired, 'fits': fits,
   }
-
-  return write_outputs(report, wl, sets,
-                       out or os.path.join(workdir, 'eval', f'{step}{suffix}'))
+  return report
 
 
 # --examples: as the run's config says, or one way for both run and baselines.
@@ -226,52 +259,19 @@ def write_tensorboard(logdir: str, report: dict[str, Any]) -> None:
     writer.close()
 
 
-def _available_baselines(config: ml_collections.ConfigDict,
-                         spec: steps.Spec) -> dict[str, Callable[..., Any]]:
-  """Every baseline that serves this family, with the prior's hyperparameters bound."""
-  if not spec.regression:
-    return dict(baselines_lib.BASELINES)
-  t = config.task
-  noise_var = t.noise_std**2
-  out = baselines_lib.make_regression_baselines(
-      # Ridge with lam = the noise variance is the posterior mean for w ~ N(0, I); without
-      # noise a small lam keeps it defined before D examples.
-      ridge_lam=noise_var if noise_var > 0 else baselines_lib.DEFAULT_RIDGE_LAM,
-      # The GP prior's own kernel and noise (the sampler adds 1e-6 jitter): Bayes-optimal.
-      gp_length_scale=t.length_scale, gp_noise=noise_var + 1e-6)
-  out.update(baselines_lib.HOST_REGRESSION_BASELINES)
-  return out
-
-
-def _default_baselines(config: ml_collections.ConfigDict, spec: steps.Spec) -> list[str]:
-  """What a run is compared with by default: Garg et al.'s rows for the family."""
-  if not spec.regression:
-      return list(baselines_lib.BASELINES)
-  names = ['least_squares', 'ridge', 'lasso', 'gd', 'averaging', 'knn']
-  if config.task.family == 'gp':
-    names.append('gp')
-  if config.task.family == 'tree':
-    names += ['tree', 'tree_depth4']  # Boosting (~0.1 s a fit) only when asked for.
-  return names
-
-
 def main(argv: Sequence[str]) -> None:
   del argv
   from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
   flags = absl_flags.FLAGS
-  if not flags['verbosity'].present:
-    from absl import logging  # pylint: disable=g-import-not-at-top
-    logging.set_verbosity(logging.WARNING)
-  try:
-    baseline_names = None
-    if flags.baselines is not None:
-      baseline_names = [] if flags.baselines == ['none'] else flags.baselines
+  runtime.start(quiet=not flags['verbosity'].present)
+  baseline_names = None
+  if flags.baselines is not None:
+    baseline_names = [] if flags.baselines == ['none'] else flags.baselines
+  with cli.user_errors_exit():
+    plugins.load()
     report = evaluate_workdir(flags.workdir, flags.step, flags.datasets or (),
                               flags.num_tasks_eval, flags.out, baseline_names, flags.data_dir,
                               verbose=True, examples=flags.examples)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
   head = (f'{report["workdir"]} at step {report["step"]}: {report["num_episodes"]} episodes '
           'per column')
   if report['distinct_examples'] is not None:

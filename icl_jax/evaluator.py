@@ -22,9 +22,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from icl_jax import baselines as baselines_lib
 from icl_jax import data
+from icl_jax import group as group_lib
 from icl_jax import progress
 from icl_jax import rng
 from icl_jax import sharding
@@ -138,6 +140,8 @@ class Evaluator:
       return jax.lax.with_sharding_constraint(episode, batch_sharded)
 
     self._sample = jax.jit(sample, static_argnames=('unseen', 'options', 'recurring'))
+    self._mesh = mesh
+    self._group_fns: dict[tuple[str, str], Callable[..., jax.Array]] = {}
     if spec.regression:
       y_variance = tasks.FAMILIES[spec.family].y_variance(spec.options)
       score = lambda pred_BxT, ep: baselines_lib.normalized_squared_error_BxT(
@@ -149,6 +153,7 @@ class Evaluator:
     # Replicated results: every process can read all of them (`per_position`), which a
     # batch-sharded array spanning several processes does not allow.
     replicated = sharding.replicated(mesh)
+    self._score = score
     self._model = jax.jit(lambda params, ep: score(spec.predict(params, ep), ep),
                           out_shardings=replicated)
     self._baselines = {}
@@ -189,6 +194,40 @@ class Evaluator:
         bar.update(1)
     bar.close()
     return out
+
+  def group_summaries(self, params_R: Any, group: group_lib.Group) -> list[dict[str, float]]:
+    """`summary` of every run of `group`, from the group's parameters (run axis first): one
+    program per set and chunk for all the runs, laid out as the group's train step (vmapped,
+    or one run after another on each device), so no run is gathered onto every device."""
+    by_set = {}
+    for eval_set in self.sets:
+      fn = self._group_fn(eval_set, group.strategy)
+      chunks = [fn(params_R, group.runs, eval_set.x_NxD, eval_set.y_N, i)
+                for i in range(self.num_chunks)]
+      by_set[eval_set.name] = np.concatenate(jax.device_get(chunks), axis=1)  # S x M x T
+    return [summarize_positions({name: s[r].mean(0) for name, s in by_set.items()},
+                                self.config.eval.first_positions,
+                                self.config.eval.last_positions, metric=metric_name(self.spec))
+            for r in range(group.num_runs)]
+
+  def _group_fn(self, eval_set: EvalSet, how: str) -> Callable[..., jax.Array]:
+    """(params_R, runs_R, x_NxD, y_N, chunk index) -> score_RxBxT, jit-ed, for one set."""
+    if (eval_set.name, how) not in self._group_fns:
+      spec, chunk = self.spec, self.chunk
+
+      def one(batch_sharding, params, run, x_NxD, y_N, i):
+        key = jax.random.fold_in(rng.fold_in_name(run.eval_key, eval_set.name), i)
+        episode = spec.sample(key, run, x_NxD, y_N, chunk, unseen=eval_set.unseen,
+                              options=eval_set.options,
+                              distinct=False if eval_set.recurring else None)
+        episode = jax.lax.with_sharding_constraint(episode, batch_sharding)
+        return self._score(spec.predict(params, episode), episode)
+
+      fn = group_lib.over_runs(one, self._mesh, how, (0, 0, None, None, None),
+                               P(sharding.DATA))
+      self._group_fns[eval_set.name, how] = jax.jit(
+          fn, out_shardings=sharding.replicated(self._mesh))
+    return self._group_fns[eval_set.name, how]
 
   def summary(self, params: Any, run: steps.Run) -> dict[str, float]:
     """'<set>/acc_first' and '<set>/acc_last' of the model ('<set>/err_first', '.../err_last'

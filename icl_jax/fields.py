@@ -1,6 +1,6 @@
 """Field policies: what each config field means to grouping, resuming and naming workdirs.
 
-One source for training (`train.train_group`, `train.check_run`), the sweep expander
+One source for training (`train.train_group`, `runs.RunDir.open`), the sweep expander
 (`sweep.workdir_name`, `sweep.static_key`) and the Workload (`workload.Workload`).
 No JAX here: light tools (the launcher's dry run, the report) read these too.
 
@@ -21,41 +21,17 @@ from typing import Any
 
 import ml_collections
 
-INFINITE_TASKS = -1  # config.task.num_tasks for a fresh task per episode.
+from icl_jax import schema
+from icl_jax.schema import INFINITE_TASKS  # noqa: F401  (read as fields.INFINITE_TASKS)
+from icl_jax.schema import is_number  # noqa: F401  (read as fields.is_number)
 
+# Everything below is read off the one declaration of each field (icl_jax/schema.py).
 # Hyperparameters that are values, not shapes: name in `steps.Run.hparams` -> config field.
-HPARAM_FIELDS = {
-    'num_tasks': 'task.num_tasks',
-    'proj_scale': 'task.proj_scale',
-    'bias_fraction': 'task.bias_fraction',
-    'lr': 'train.lr',
-    'b1': 'train.b1',
-    'b2': 'train.b2',
-    'eps': 'train.eps',
-}
-VALUE_FIELDS = ('seed',) + tuple(HPARAM_FIELDS.values())
-
-# A trailing dot names a whole section.
-RESUMABLE_FIELDS = ('train.steps', 'train.log_every_steps', 'train.eval_every_steps',
-                    'train.checkpoint_every_steps', 'train.keep_checkpoints', 'eval.',
-                    'mesh.', 'data.data_dir')
-
+HPARAM_FIELDS = {f.hparam: f.path for f in schema.FIELDS if f.hparam}
+VALUE_FIELDS = tuple(f.path for f in schema.FIELDS if f.policy == schema.VALUE)
 # Fields added after sweeps began naming workdirs by hash, with the value that reproduces
-# what ran before they existed. At that value they stay out of the hash, so a sweep root
-# written by an earlier version finds its points again; any other value names a new run.
-# A stored config that lacks one restores with this value (config.from_dict), whatever the
-# default of new runs is now.
-ADDED_FIELDS = {
-    'model.dtype': 'float32',
-    'model.attention': 'auto',
-    'task.projection': 'threefry',
-    'task.distinct_examples': False,
-}
-
-
-def is_number(x: Any) -> bool:
-  """An int or a float; bool is an int in Python, but never a valid number here."""
-  return isinstance(x, (int, float)) and not isinstance(x, bool)
+# what ran before they existed (see schema.Field.legacy).
+ADDED_FIELDS = {f.path: f.legacy for f in schema.FIELDS if f.added}
 
 
 def flatten(config: ml_collections.ConfigDict | dict, prefix: str = '') -> dict[str, Any]:
@@ -79,8 +55,8 @@ def get(config: ml_collections.ConfigDict, field: str) -> Any:
 
 
 def is_resumable(field: str) -> bool:
-  """Whether a resumed run may change this dotted config field (see RESUMABLE_FIELDS)."""
-  return any(field == f or (f.endswith('.') and field.startswith(f)) for f in RESUMABLE_FIELDS)
+  """Whether a resumed run may change this dotted config field (schema.RESUMABLE)."""
+  return schema.policy(field) == schema.RESUMABLE
 
 
 def incompatible_fields(stored: ml_collections.ConfigDict,
@@ -91,7 +67,7 @@ def incompatible_fields(stored: ml_collections.ConfigDict,
 
 def static_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """Every field but VALUE_FIELDS: runs equal in these share one compiled program."""
-  return {k: v for k, v in flatten(config).items() if k not in VALUE_FIELDS}
+  return {k: v for k, v in flatten(config).items() if schema.policy(k) != schema.VALUE}
 
 
 def static_differences(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> list[str]:

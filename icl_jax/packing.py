@@ -3,7 +3,7 @@
 `train.train_group` splits a group whose runs would not fit into consecutive chunks (each
 device then holds at most `runs_per_device` runs), so a sweep's grouping never asks a
 device for more memory than it has. The layout itself (run x data axes, padding) is
-`config.mesh_shape` / `config.padded_runs`.
+`sharding.mesh_shape` / `sharding.padded_runs`.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import numpy as np
 
 from icl_jax import files
 from icl_jax import learning_curves
+from icl_jax.baselines import registry
 from icl_jax.evaluator import RANDOM
 from icl_jax.evaluator import SEEN
 from icl_jax.evaluator import UNSEEN
@@ -20,22 +21,10 @@ from icl_jax.evaluator import UNSEEN
 Z_95 = 1.96
 
 
-# How figures name the classical learners (baselines/), beside the meta-trained model.
-METHOD_NAMES = {
-    'sgd': 'SGD (lr tuned)', 'logreg': 'logistic regression', 'knn': '1-nearest neighbour',
-    'knn3': '3-nearest neighbours', 'centroid': 'nearest centroid',
-    'majority': 'majority label', 'least_squares': 'least squares', 'ridge': 'ridge',
-    'lasso': 'Lasso', 'gd': 'gradient descent (lr tuned)', 'averaging': 'averaging',
-    'gp': 'GP posterior mean', 'tree': 'decision tree', 'tree_depth4': 'decision tree (depth 4)',
-    'boosting': 'gradient boosting'}
-
-
 def method_label(method: str, model_name: str, regression: bool = False) -> str:
   if method == model_name:
     return f'{model_name} (meta-trained)'
-  if regression and method == 'knn':
-    return 'nearest-neighbour regression'
-  return METHOD_NAMES.get(method, method)
+  return registry.title(method, regression)
 
 
 def display_name(set_name: str, train_dataset: str) -> str:

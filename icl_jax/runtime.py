@@ -20,6 +20,13 @@ threads allocate at once, which XLA:CPU's few large buffers per step do not.
 Applied only where JAX will run on the CPU (no GPU/TPU plugin installed, or
 JAX_PLATFORMS=cpu) and glibc is the allocator; ICL_JAX_MALLOC=system, or any MALLOC_*
 setting of one's own in the environment, leaves malloc alone.
+
+The log filters. `install_log_filters()` drops the noise of libraries that the project
+reports itself in one line: orbax's tracebacks for a failed background save (the store
+raises SaveFailed), its notices on every read-only manager, the late completions of a
+failed restore (a wall of 'Event loop is closed' tracebacks after the one warning that
+matters), and TFDS's notice before every first preparation of a dataset. Each entry point
+installs them once, at program start (`start`); so does `icl_jax.load`, the API's entry.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import importlib.util
+import logging
 import os
 import sys
 
@@ -38,6 +46,7 @@ _ACCELERATOR_PLUGINS = ('jax_cuda12_plugin', 'jax_cuda13_plugin', 'jax_rocm60_pl
                         'jax_rocm7_plugin', 'libtpu')
 
 _applied: dict[str, object] | None = None
+_filters_installed = False
 
 
 def runs_on_cpu() -> bool:
@@ -102,20 +111,74 @@ def enable_compilation_cache(path: str) -> str | None:
 
 
 def configure() -> dict[str, object]:
-  """Applies the project's process settings once; returns what was applied (for logs)."""
+  """Applies the project's process settings once; returns what was applied (for logs).
+  Only before jax is imported: after that its CPU threads may have chosen their arenas."""
   global _applied
   if _applied is None:
-    if 'jax' in sys.modules and _backend_started():
-      # Too late for XLA's threads (they already chose their arenas): say so, don't fail.
-      _applied = {'malloc': False, 'reason': 'jax backend already started'}
+    if 'jax' in sys.modules:
+      _applied = {'malloc': False, 'reason': 'jax was imported first'}
     else:
       _applied = {'malloc': configure_allocator()}
   return dict(_applied)
 
 
-def _backend_started() -> bool:
-  try:
-    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
-    return bool(xla_bridge.backends_are_initialized())
-  except Exception:  # pylint: disable=broad-except
-    return False
+# Messages dropped by install_log_filters, by logger: orbax's reports of a failed
+# background save (the store's SaveFailed says it in one line), its notices on read-only
+# managers (a reader asked for exactly that), and TFDS's notice before a first preparation.
+_DROPPED = {
+    'absl': (lambda m: any(n in m for n in ('in background save thread',
+                                            '_SignalingThread.run() raised an exception',
+                                            'Save Finalize thread'))
+             or m.startswith(('CheckpointManagerOptions.read_only=True',
+                              'Given directory is read only'))
+             or (m.startswith('Variant folder') and 'has no dataset_info.json' in m)),
+    # Tensorstore reads (a damaged checkpoint) and writes (a full disk) completing after
+    # orbax closed its event loop.
+    'asyncio': (lambda m: 'was never retrieved' in m
+                and ('async_deserialize' in m or '.orbax-checkpoint-tmp' in m)),
+}
+
+
+def install_log_filters() -> None:
+  """Drops the library noise above, once per process (see the module docstring)."""
+  global _filters_installed
+  if _filters_installed:
+    return
+  _filters_installed = True
+  for name, dropped in _DROPPED.items():
+    logging.getLogger(name).addFilter(
+        lambda record, dropped=dropped: not dropped(record.getMessage()))
+  previous_hook = sys.unraisablehook
+
+  def hook(unraisable):
+    e = unraisable.exc_value
+    if not (isinstance(e, RuntimeError) and str(e) == 'Event loop is closed'):
+      previous_hook(unraisable)
+
+  sys.unraisablehook = hook
+
+
+def start(compilation_cache: str = '', quiet: bool = True) -> None:
+  """What every program does first once its flags are read: the log filters, the
+  verbosity (quiet: orbax and TFDS log every save and read at INFO; --verbosity=0 brings
+  them back), then the compilation cache ('' leaves it off)."""
+  install_log_filters()
+  if quiet:
+    from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+    absl_logging.set_verbosity(absl_logging.WARNING)
+  enable_compilation_cache(compilation_cache)
+
+
+def initialize_distributed() -> None:
+  """Starts JAX's multi-controller runtime when the launcher asks for it
+  (ICL_JAX_DISTRIBUTED=1): from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+  JAX_PROCESS_ID where set, else from what JAX detects (SLURM, Cloud TPU)."""
+  if os.environ.get('ICL_JAX_DISTRIBUTED') != '1':
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  kwargs = {}
+  if 'JAX_COORDINATOR_ADDRESS' in os.environ:
+    kwargs = dict(coordinator_address=os.environ['JAX_COORDINATOR_ADDRESS'],
+                  num_processes=int(os.environ['JAX_NUM_PROCESSES']),
+                  process_id=int(os.environ['JAX_PROCESS_ID']))
+  jax.distributed.initialize(**kwargs)

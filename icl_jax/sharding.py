@@ -1,7 +1,7 @@
 """The device mesh and the few shardings this framework needs.
 
 Two axes: `run` splits the runs of a sweep group (each device holds the whole state of
-its runs; config.mesh_shape packs them), `data` splits each run's batch; everything else
+its runs; `mesh_shape` packs them), `data` splits each run's batch; everything else
 is replicated. Models here are
 small enough (<= tens of millions of parameters) that replicating a run's state over `data`
 is the fast choice. A single run is a group of one: run axis 1, data axis all devices.
@@ -17,7 +17,6 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from icl_jax import config as config_lib
 
 RUN, DATA = 'run', 'data'
 
@@ -25,11 +24,37 @@ RUN, DATA = 'run', 'data'
 def make_mesh(mesh_config: ml_collections.ConfigDict, num_runs: int = 1) -> Mesh:
   """A (run, data) mesh over the first run * data devices of all processes."""
   devices = jax.devices()
-  run, data = config_lib.mesh_shape(mesh_config, len(devices), num_runs)
+  run, data = mesh_shape(mesh_config, len(devices), num_runs)
   # Auto axes: XLA propagates shardings from the jit's in/out shardings and the few
   # constraints we place, which is all a data-parallel step needs.
   return jax.make_mesh((run, data), (RUN, DATA), axis_types=(AxisType.Auto,) * 2,
                        devices=devices[:run * data])
+
+
+def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int,
+               num_runs: int = 1) -> tuple[int, int]:
+  """(run, data) device counts for a group of `num_runs` runs; -1 fills an axis.
+
+  Devices hold whole runs: a free run axis takes one device per run, up to every device,
+  and a group larger than the run axis is padded to a multiple of it (`padded_runs`), so
+  no device repeats another's Adam update or all-reduces a run's gradients needlessly
+  (a gcd would leave a 39-run group on 8 devices with run = 1, data = 8). A free data axis
+  splits each run's batch over all the devices the run axis leaves.
+  """
+  data = mesh_config.data
+  run = mesh_config.get('run', -1)
+  if run == -1:
+    room = num_devices // data if data != -1 else num_devices
+    run = max(min(num_runs, room), 1)
+  if data == -1:
+    data = max(num_devices // run, 1)
+  return run, data
+
+
+def padded_runs(num_runs: int, run_axis: int) -> int:
+  """The group's size on the mesh: `num_runs` rounded up to a multiple of the run axis. The
+  padding slots train copies of the first run and are never saved or reported."""
+  return -(-num_runs // run_axis) * run_axis
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

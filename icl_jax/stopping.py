@@ -1,8 +1,9 @@
 """Stop signals: a scheduler's notice makes training save the step it reached and stop.
 
-SIGTERM (what SLURM, TPU maintenance events and `kill` send), SIGUSR1 (SLURM's pre-timeout
-signal, `sbatch --signal=USR1@120`), SIGUSR2 (submitit's pre-timeout and preemption
-signal) and a first Ctrl-C (SIGINT) ask training to save at a step boundary and stop; the
+SIGTERM (what SLURM, TPU maintenance events and `kill` send), SIGHUP (a closed terminal or
+ssh session), SIGUSR1 (SLURM's pre-timeout signal, `sbatch --signal=USR1@120`), SIGUSR2
+(submitit's pre-timeout and preemption signal) and a first Ctrl-C (SIGINT) ask training to
+save at a step boundary and stop; the
 run's status becomes `preempted` and the command exits with status.EXIT_PREEMPTED. A second
 Ctrl-C interrupts at once.
 
@@ -12,13 +13,12 @@ service decides: jax.distributed installs a SIGTERM notifier that tells the coor
 service, which picks one step all processes have yet to reach (the largest step any has
 reached, plus one); `reached_preemption_sync_point(step)` is true on every process at that
 step. The other signals are turned into a SIGTERM to the process itself, so every stop goes
-through that one agreement; the name of the signal that started it is left in the
-coordination service's key-value store, so every process reports the same one.
+through that one agreement; at the agreed step the processes exchange the signals they
+received (a collective all of them make there), so every process reports the same one.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import threading
@@ -26,20 +26,17 @@ from typing import Any
 
 from absl import logging
 import jax
-from jax._src import distributed  # The preemption service has no public handle.
+import numpy as np
 from jax.experimental import multihost_utils
 
 # The handlers this module installs; SIGTERM stays with JAX's notifier on several processes.
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
-# Numbers each training session of this process: the same on every process (they train
-# the same groups in the same order), so it names one key in the store for all of them.
-_sessions = itertools.count()
+SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 
 
 def _preemption_service() -> bool:
   """Whether jax.distributed started its preemption service (on by default)."""
-  return (jax.process_count() > 1 and
-          distributed.global_state.preemption_sync_manager is not None)
+  return (jax.process_count() > 1 and jax.distributed.is_initialized()
+          and jax.config.jax_enable_preemption_service)
 
 
 class StopSignals:
@@ -54,7 +51,6 @@ class StopSignals:
     self.name: str | None = None  # The first stop signal received here.
     self._previous: dict[int, Any] = {}
     self._multi = False
-    self._key = f'icl_jax/stop_signal/{next(_sessions)}'
 
   def __enter__(self) -> StopSignals:
     if threading.current_thread() is not threading.main_thread():
@@ -84,18 +80,18 @@ class StopSignals:
     if self.name is None:
       self.name = signal.Signals(signum).name
       if self._multi:  # Into the one agreement all processes take part in.
-        distributed.global_state.client.key_value_set(self._key, self.name,
-                                                      allow_overwrite=True)
         os.kill(os.getpid(), signal.SIGTERM)
 
   def requested(self, step: int) -> bool:
     """Whether to save `step` and stop. Call it at every step, on every process."""
     if self._multi:
       if multihost_utils.reached_preemption_sync_point(step):
-        try:  # Left by the process whose signal started it; none for a SIGTERM.
-          self.name = distributed.global_state.client.key_value_try_get(self._key)
-        except Exception:  # pylint: disable=broad-except
-          self.name = 'SIGTERM'
+        # The signal that started it, from the first process that caught one of ours;
+        # none did for a SIGTERM (JAX's notifier took it).
+        mine = signal.Signals[self.name].value if self.name else 0
+        caught = [int(s) for s in np.ravel(multihost_utils.process_allgather(np.int32(mine)))
+                  if s]
+        self.name = signal.Signals(caught[0]).name if caught else 'SIGTERM'
         return True
       return False
     return self.name is not None

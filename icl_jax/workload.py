@@ -8,7 +8,7 @@ benchmarks and the scripts all assemble a run through it, so the recipe exists o
 
     wl = workload.build(config)
     state = jax.jit(wl.init, out_shardings=wl.state_shardings(mesh))(run)   # fresh
-    step, state = wl.restore(ckpt, mesh)                                    # or resumed
+    abstract = wl.abstract_on(mesh)          # what a checkpoint restores onto (recovery.py)
     x_NxD, y_N = wl.training_inputs(mesh)     # the training split, on the devices once
 
 Which config fields may differ within a vmapped group, which a resumed run may change and
@@ -25,13 +25,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import data
 from icl_jax import models
 from icl_jax import sharding
 from icl_jax import steps
+from icl_jax import store
 from icl_jax import tasks
-from icl_jax.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,45 +95,7 @@ class Workload:
 
   def abstract_on(self, mesh: jax.sharding.Mesh) -> Any:
     """The abstract state carrying its target shardings: what orbax restores onto."""
-    return checkpoint_lib.abstract_with_shardings(self.abstract_state,
-                                                  self.state_shardings(mesh))
-
-  # --- Restoring: onto any mesh, whatever device count the checkpoint was written on. ---
-  def restore(self, ckpt: checkpoint_lib.Checkpointer, mesh: jax.sharding.Mesh,
-              step: int | None = None) -> tuple[int, steps.State] | None:
-    """(step, state) saved at `step`; step=None: the newest checkpoint that restores
-    completely (damaged newer ones are skipped with a warning, see
-    checkpoint.Checkpointer.restore_latest), or None in a workdir without checkpoints."""
-    abstract = self.abstract_on(mesh)
-    if step is not None:
-      return step, ckpt.restore_state(step, abstract)
-    found = ckpt.restore_latest(abstract)
-    return None if found is None else found[:2]
-
-  def restore_params(self, ckpt: checkpoint_lib.Checkpointer, step: int,
-                     mesh: jax.sharding.Mesh) -> Any:
-    """The parameters saved at `step` only (not the optimizer state), replicated on `mesh`."""
-    return ckpt.restore_params(step, self.abstract_on(mesh)['params'])
-
-  def restore_params_for_reading(self, ckpt: checkpoint_lib.Checkpointer,
-                                 mesh: jax.sharding.Mesh, step: int | None = None
-                                 ) -> tuple[int, Any]:
-    """(step, parameters) for evaluation and `icl_jax.load`: at `step` (UserError if they do
-    not restore), or with step=None from the newest checkpoint whose parameters read back.
-    A damaged newer one (e.g. a file lost in a copy) is skipped with a warning; one rotated
-    away by a running trainer is not damage (checkpoint.Checkpointer.newest). Parameters
-    only: a third of the bytes of the whole state, so a read outruns a rotating trainer."""
-    if step is None:
-      found = ckpt.newest(lambda s: self.restore_params(ckpt, s, mesh))
-      if found is None:
-        raise UserError(f'Workdir {ckpt.workdir!r} has no complete checkpoint (any more).')
-      return found
-    try:
-      return step, self.restore_params(ckpt, step, mesh)
-    except Exception as e:  # pylint: disable=broad-except
-      raise UserError(f'The parameters of checkpoint step {step} in {ckpt.workdir!r} do not '
-                      f'restore ({type(e).__name__}: {str(e).splitlines()[0][:200]}). Pass '
-                      f'another step, or check that the workdir was copied whole.') from None
+    return store.abstract_with_shardings(self.abstract_state, self.state_shardings(mesh))
 
   # --- Input: one copy of each split per device, compact where that is exact. ---
   def device_inputs(self, ds: data.Dataset,

@@ -33,7 +33,6 @@ both would train the unfinished points (--dry_run shows progress without launchi
 
 from __future__ import annotations
 
-import functools
 import os
 import pathlib
 import re
@@ -55,10 +54,10 @@ from absl import logging
 from icl_jax import cli
 from icl_jax import files
 from icl_jax import lease as lease_lib
-from icl_jax import main as main_lib
 from icl_jax import progress
 from icl_jax import status as status_lib
-from icl_jax import sweep as sweep_lib
+from icl_jax import experiment
+from icl_jax import plan
 from icl_jax.errors import UserError
 from . import slurm
 from . import worker
@@ -71,6 +70,8 @@ IMPORT_ROOT = str(pathlib.Path(__file__).resolve().parents[len(PACKAGE.split('.'
 # How long TPU VM workers 1..n-1 wait for worker 0's launch manifest.
 MANIFEST_WAIT_S = 600.0
 
+_CONFIG = cli.define_config_flag()
+_COMPILATION_CACHE = cli.define_compilation_cache_flag()
 _ROOT = flags.DEFINE_string('root', None, 'Directory holding one workdir per point.')
 _BACKEND = flags.DEFINE_enum('backend', 'vmap', BACKENDS, 'How to run the points.')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'List points, groups and status; run nothing.')
@@ -112,7 +113,7 @@ def device_memory_bytes() -> int | None:
 def worker_command(root: str, launch_id: str, index: int) -> list[str]:
   return [sys.executable, '-m', f'{PACKAGE}.sweep', f'--root={root}', f'--launch={launch_id}',
           f'--only_group={index}', f'--device_memory_gb={_DEVICE_MEMORY.value}',
-          f'--compilation_cache={main_lib.COMPILATION_CACHE.value}']
+          f'--compilation_cache={_COMPILATION_CACHE.value}']
 
 
 def worker_env(slot: int | None = None) -> dict[str, str]:
@@ -130,7 +131,7 @@ def log_path(root: str, launch_id: str, index: int) -> str:
   return os.path.join(root, 'logs', launch_id, f'group-{index}.log')
 
 
-def run_subprocesses(root: str, launch_id: str, groups: list[list[sweep_lib.Point]],
+def run_subprocesses(root: str, launch_id: str, groups: list[list[plan.Point]],
                      parallel: int) -> tuple[int, bool]:
   """Runs each group as a worker process, `parallel` at once; returns (the failed count,
   whether a stop signal ended the launch early).
@@ -208,7 +209,7 @@ def group_step(log: str) -> str | None:
   return f'step {found[-1][0]}/{found[-1][1]}' if found else None
 
 
-def report_group(points: list[sweep_lib.Point], returncode: int | str, log: str) -> int:
+def report_group(points: list[plan.Point], returncode: int | str, log: str) -> int:
   """Prints one line per failed point with its log; returns how many failed.
 
   The launcher removed these points' old status.json before starting them, so a missing
@@ -221,7 +222,7 @@ def report_group(points: list[sweep_lib.Point], returncode: int | str, log: str)
     if status is None:
       if returncode in (0, status_lib.EXIT_PREEMPTED):
         continue
-      status = {'status': status_lib.FAILED, 'step': sweep_lib.latest_step(p.workdir),
+      status = {'status': status_lib.FAILED, 'step': plan.latest_step(p.workdir),
                 'summary': {}, 'error': f'the worker crashed (exit {returncode}) before finishing'}
     if status['status'] != status_lib.FAILED:
       continue
@@ -233,7 +234,7 @@ def report_group(points: list[sweep_lib.Point], returncode: int | str, log: str)
   return failed
 
 
-def launch_slurm(root: str, launch_id: str, groups: list[list[sweep_lib.Point]]) -> int:
+def launch_slurm(root: str, launch_id: str, groups: list[list[plan.Point]]) -> int:
   """One array task per group, submitted (or run here, or printed) through submitit;
   returns how many points failed (known only when run here)."""
   folder = slurm_folder(root)
@@ -244,7 +245,7 @@ def launch_slurm(root: str, launch_id: str, groups: list[list[sweep_lib.Point]])
           f'there, or add --slurm_local to run the same array here.', file=sys.stderr)
     return 0
   jobs = slurm.submit(folder, root, launch_id, len(groups), device_memory_bytes(),
-                      main_lib.COMPILATION_CACHE.value)
+                      _COMPILATION_CACHE.value)
   print(f'submitted {len(jobs)} array tasks; their logs go to {os.path.join(root, "slurm")}',
         file=sys.stderr)
   if not slurm.local():
@@ -292,7 +293,7 @@ def tpu_vm_command(argv: list[str]) -> list[str]:
       continue
     inner.append(a)
   command = (['python', '-m', 'launch.sweep', '--backend=vmap',
-              f'--launch={sweep_lib.new_launch_id()}'] + inner)
+              f'--launch={plan.new_launch_id()}'] + inner)
   script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tpu_vm.sh')
   return (['bash', script, f'--tpu={_TPU.value}', f'--zone={_ZONE.value}'] +
           ([f'--project={_PROJECT.value}'] if _PROJECT.value else []) + ['--'] + command)
@@ -300,7 +301,7 @@ def tpu_vm_command(argv: list[str]) -> list[str]:
 
 def _in_checkout(config_arg: str) -> str:
   """`path[:arg]` with the path relative to this checkout (what tpu_vm.sh ships)."""
-  path, arg = sweep_lib.split_config_arg(config_arg)
+  path, arg = experiment.split_config_arg(config_arg)
   if not os.path.exists(os.path.join(IMPORT_ROOT, '.git')):
     raise UserError(f'--backend tpu_vm ships a git checkout of icl_jax to the workers, and '
                     f'this one is installed in {IMPORT_ROOT}. Run it from a checkout '
@@ -313,16 +314,16 @@ def _in_checkout(config_arg: str) -> str:
   return relative + (f':{arg}' if arg is not None else '')
 
 
-def follow_launch(root: str, launch_id: str) -> list[list[sweep_lib.Point]]:
+def follow_launch(root: str, launch_id: str) -> list[list[plan.Point]]:
   """The groups of a launch another worker writes (tpu_vm workers 1..n-1), once it is there."""
-  path = sweep_lib.manifest_path(root, launch_id)
+  path = plan.manifest_path(root, launch_id)
   deadline = time.monotonic() + MANIFEST_WAIT_S
   while not os.path.exists(path):
     if time.monotonic() > deadline:
       raise UserError(f'Worker 0 wrote no launch manifest {path} in {MANIFEST_WAIT_S:.0f} s. '
                       f'Is --root on a filesystem every worker sees? Check worker 0\'s output.')
     time.sleep(1.0)
-  return sweep_lib.read_launch(root, launch_id)
+  return plan.read_launch(root, launch_id)
 
 
 def worker_index() -> int:
@@ -339,14 +340,14 @@ def worker_index() -> int:
 # ---------------------------------------------------------------------------------------
 def launch(argv: list[str]) -> int:
   root = os.path.abspath(files.local(_ROOT.value, 'Sweep root'))
-  config_arg = main_lib.config_arg(argv)
+  config_arg = cli.config_arg(argv)
   if config_arg is None:
     raise UserError('--config is missing. Pass --config=path/to/experiment.py[:args], e.g. '
                     'experiments/phase_transition_digits.py.')
   if _SUBROOT.value:
-    root = os.path.join(root, sweep_lib.subroot_name(config_arg))
+    root = os.path.join(root, experiment.subroot_name(config_arg))
     print(f'sweep root: {root}', file=sys.stderr)
-  sweep_lib.check_root_owner(root, config_arg)
+  plan.check_root_owner(root, config_arg)
   if not _DRY_RUN.value:
     try:
       os.makedirs(root, exist_ok=True)
@@ -369,8 +370,8 @@ def launch(argv: list[str]) -> int:
     failed, stopped = run_subprocesses(root, _LAUNCH.value, groups, _PARALLEL.value)
     return status_lib.EXIT_PREEMPTED if stopped else 1 if failed else 0
 
-  points = sweep_lib.expand(config_arg, root, main_lib.CONFIG.value)
-  status = {p.workdir: sweep_lib.point_status(p) for p in points}
+  points = plan.expand(config_arg, root, _CONFIG.value)
+  status = {p.workdir: plan.point_status(p) for p in points}
   # Points another live process is training (an earlier launch's workers, a requeued job)
   # are left to it: training them here too would run them twice.
   busy = {p.workdir: h for p in points if (h := lease_lib.live_holder(p.workdir))}
@@ -380,7 +381,7 @@ def launch(argv: list[str]) -> int:
             file=sys.stderr)
   todo = [p for p in points if status[p.workdir] != status_lib.DONE and p.workdir not in busy]
   grouped = _BACKEND.value != 'local'
-  groups = sweep_lib.make_groups(todo, _MAX_GROUP.value if grouped else None)
+  groups = plan.make_groups(todo, _MAX_GROUP.value if grouped else None)
   counts = {s: list(status.values()).count(s) for s in status_lib.STATES}
   print(f'{len(points)} points in {root}: ' + ', '.join(f'{n} {s}' for s, n in counts.items()) +
         f'; {len(todo)} to run in {len(groups)} group(s) ({_BACKEND.value})', file=sys.stderr)
@@ -398,7 +399,7 @@ def launch(argv: list[str]) -> int:
       print(f'# The array script this launch would submit (sbatch, through submitit):\n'
             f'{slurm.sbatch_script(slurm_folder(root), len(groups))}')
     return 0
-  launch_id = sweep_lib.write_manifest(root, config_arg, points, groups, _BACKEND.value,
+  launch_id = plan.write_manifest(root, config_arg, points, groups, _BACKEND.value,
                                        _LAUNCH.value)
   for p in todo:  # Being (re)trained: an old status would mask a crash of this launch.
     status_lib.remove(p.workdir)
@@ -413,20 +414,21 @@ def launch(argv: list[str]) -> int:
   else:
     failed, stopped = run_subprocesses(root, launch_id, groups, _PARALLEL.value)
     if stopped:
-      done = sum(sweep_lib.point_status(p) == status_lib.DONE for p in points)
+      done = sum(plan.point_status(p) == status_lib.DONE for p in points)
       print(f'Stopped by a signal: {done}/{len(points)} points done, the running ones saved. '
             f'Relaunch the same command to finish the sweep.', file=sys.stderr)
       return status_lib.EXIT_PREEMPTED
-  done = sum(sweep_lib.point_status(p) == status_lib.DONE for p in points)
+  done = sum(plan.point_status(p) == status_lib.DONE for p in points)
   print(f'{done}/{len(points)} points done, {failed} failed. Figures: '
         f'python -m icl_jax.report --root {root}', file=sys.stderr)
   return 1 if failed else 0
 
 
 def main(argv):
+  del argv
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
-  try:
+  with cli.user_errors_exit():
     if _ROOT.value is None or not _ROOT.value.strip():
       raise UserError(f'--root is {"missing" if _ROOT.value is None else "empty"}: pass the '
                       'directory for the sweep\'s workdirs.')
@@ -437,17 +439,13 @@ def main(argv):
       if _LAUNCH.value is None:
         raise UserError('--only_group needs --launch=<id> (the launcher passes both).')
       sys.exit(worker.start(os.path.abspath(_ROOT.value), _LAUNCH.value, _ONLY_GROUP.value,
-                            device_memory_bytes(), main_lib.COMPILATION_CACHE.value))
+                            device_memory_bytes(), _COMPILATION_CACHE.value))
     sys.exit(launch(sys.argv))
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
 
 
 def run() -> None:
   """The `icl-sweep` command."""
-  app.run(main, flags_parser=functools.partial(main_lib.parse_flags_optional_config,
-                                               doc=__doc__))
+  app.run(main, flags_parser=cli.config_parser(__doc__, require_config=False))
 
 
 if __name__ == '__main__':

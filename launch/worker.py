@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 
 from icl_jax import lease as lease_lib
-from icl_jax import main as main_lib
+from icl_jax import runs as runs_lib
 from icl_jax import runtime
 from icl_jax import status as status_lib
-from icl_jax import sweep as sweep_lib
+from icl_jax import plan
 from icl_jax import train
 from icl_jax.errors import UserError
 
@@ -21,8 +21,8 @@ from icl_jax.errors import UserError
 def start(root: str, launch_id: str, index: int, device_memory_bytes: int | None = None,
           compilation_cache: str = '') -> int:
   """The worker's process set-up, then group `index`; returns an exit code."""
-  runtime.enable_compilation_cache(compilation_cache)
-  main_lib.initialize_distributed()
+  runtime.start(compilation_cache)
+  runtime.initialize_distributed()
   return run_group(root, launch_id, index, device_memory_bytes)
 
 
@@ -35,7 +35,7 @@ def run_group(root: str, launch_id: str, index: int,
   stopping them. Exit code 0 means every status is written, whatever it says;
   status.EXIT_PREEMPTED that a stop signal made the group save and stop.
   """
-  points = sweep_lib.read_group(root, launch_id, index)
+  points = plan.read_group(root, launch_id, index)
   usable = []
   for p in points:
     holder = lease_lib.live_holder(p.workdir)
@@ -43,10 +43,10 @@ def run_group(root: str, launch_id: str, index: int,
       print(f'skipping {p.name}: being trained by {lease_lib.describe(holder)}', file=sys.stderr)
       continue
     try:
-      train.check_run(p.config, p.workdir).close()
+      runs_lib.RunDir.open(p.config, p.workdir).store.close()
       usable.append(p)
     except UserError as e:
-      train.write_status(status_lib.RunResult(p.workdir, sweep_lib.latest_step(p.workdir), {},
+      runs_lib.write_status(status_lib.RunResult(p.workdir, plan.latest_step(p.workdir), {},
                                               str(e)))
       print(f'error: {p.name}: {e}', file=sys.stderr)
   if not usable:
@@ -59,7 +59,7 @@ def run_group(root: str, launch_id: str, index: int,
     return 0
   except UserError as e:  # Shared by the whole group (e.g. the dataset is not prepared).
     for p in usable:
-      train.write_status(status_lib.RunResult(p.workdir, sweep_lib.latest_step(p.workdir), {},
+      runs_lib.write_status(status_lib.RunResult(p.workdir, plan.latest_step(p.workdir), {},
                                               str(e)))
     print(f'error: {e}', file=sys.stderr)
     return 0
@@ -76,6 +76,6 @@ def run_group(root: str, launch_id: str, index: int,
 
 def stop_signals(root: str, launch_id: str, index: int) -> set[str]:
   """The signals that stopped the points of a group (from their status.json)."""
-  statuses = [status_lib.read(p.workdir) for p in sweep_lib.read_group(root, launch_id, index)]
+  statuses = [status_lib.read(p.workdir) for p in plan.read_group(root, launch_id, index)]
   return {s['signal'] for s in statuses
           if s and s.get('status') == status_lib.PREEMPTED and s.get('signal')}

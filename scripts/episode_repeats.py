@@ -19,7 +19,7 @@ import sys
 import ml_collections
 import numpy as np
 
-from icl_jax import checkpoint
+from icl_jax import recovery
 from icl_jax import evaluator
 from icl_jax import sharding
 from icl_jax import steps
@@ -29,8 +29,8 @@ from icl_jax.errors import UserError
 
 def run_config(workdir: str) -> ml_collections.ConfigDict:
   """The run's stored config, set to evaluate on every device as `icl_jax.evaluate` does."""
-  ckpt, _, config = checkpoint.open_run(workdir, None)
-  ckpt.close()
+  reader, _, config = recovery.open_run(workdir, None)
+  reader.store.close()
   config.mesh.data = config.mesh.run = -1
   return config
 

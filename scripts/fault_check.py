@@ -281,18 +281,19 @@ def kill_and_restart(ws: Workspace, workdir: str, kills: int, seed: int,
 def final_params(workdir: str):
   """(step, params as numpy) of a workdir's latest checkpoint, through icl_jax's own restore."""
   import jax  # pylint: disable=g-import-not-at-top
-  from icl_jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  from icl_jax import recovery  # pylint: disable=g-import-not-at-top
   from icl_jax import sharding  # pylint: disable=g-import-not-at-top
+  from icl_jax import store as store_lib  # pylint: disable=g-import-not-at-top
   from icl_jax import workload  # pylint: disable=g-import-not-at-top
-  ckpt = checkpoint_lib.Checkpointer(workdir, read_only=True)
+  reader = recovery.Recovery(store_lib.Store(workdir, read_only=True))
   try:
-    step = ckpt.latest_step()
-    config = ckpt.restore_config(step)
+    step = reader.store.latest_step()
+    config = reader.read_config(step)
     config.mesh.data = 1
-    _, state = workload.build(config).restore(ckpt, sharding.make_mesh(config.mesh), step)
-    return step, jax.device_get(state['params'])
+    abstract = workload.build(config).abstract_on(sharding.make_mesh(config.mesh))
+    return step, jax.device_get(reader.store.restore_state(step, abstract)['params'])
   finally:
-    ckpt.close()
+    reader.store.close()
 
 
 def params_equal(params_a, params_b) -> bool:

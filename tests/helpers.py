@@ -77,13 +77,13 @@ def restored_logits(workdir, num_devices):
   first unseen-task evaluation episodes (the same episodes whatever the device count)."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from icl_jax import checkpoint, evaluator, sharding, steps, workload  # pylint: disable=g-import-not-at-top
-  ckpt, step, config = checkpoint.open_run(workdir)
+  from icl_jax import evaluator, recovery, sharding, steps, workload  # pylint: disable=g-import-not-at-top
+  reader, step, config = recovery.open_run(workdir)
   config.mesh.data, config.mesh.run = num_devices, -1
   mesh = sharding.make_mesh(config.mesh)
   wl = workload.build(config)
-  _, state = wl.restore(ckpt, mesh, step)
-  ckpt.close()
+  state = reader.store.restore_state(step, wl.abstract_on(mesh))
+  reader.store.close()
   assert len(jax.tree.leaves(state['params'])[0].sharding.device_set) == num_devices
   sets = evaluator.make_eval_sets(wl, mesh)
   run = sharding.put(steps.run_values(config), sharding.replicated(mesh))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import icl_jax
-from icl_jax import checkpoint as checkpoint_lib
+from icl_jax import store as store_lib
 from icl_jax import sharding
 from icl_jax import workload
 from icl_jax.errors import UserError
@@ -39,9 +39,9 @@ def test_load_restores_the_parameters_of_a_run(trained_run):
   trained = icl_jax.load(workdir)
   assert trained.step == config.train.steps and not trained.regression
   # The same parameters as the full restore that training resumes from.
-  ckpt = checkpoint_lib.Checkpointer(workdir, read_only=True)
+  ckpt = store_lib.Store(workdir, read_only=True)
   mesh = sharding.make_mesh(trained.config.mesh)
-  _, state = workload.build(trained.config).restore(ckpt, mesh, trained.step)
+  state = ckpt.restore_state(trained.step, workload.build(trained.config).abstract_on(mesh))
   ckpt.close()
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(trained.params),
                jax.device_get(state['params']))
@@ -76,15 +76,15 @@ def test_load_names_what_is_missing(trained_run, tmp_path):
 def test_a_damaged_newest_checkpoint_falls_back_and_is_left_alone(trained_run, tmp_path, caplog):
   workdir = str(tmp_path / 'run')
   shutil.copytree(trained_run[0], workdir)
-  bad = os.path.join(checkpoint_lib.directory(workdir), '40')
+  bad = os.path.join(store_lib.directory(workdir), '40')
   with open(os.path.join(bad, 'state', 'manifest.ocdbt'), 'r+b') as f:
     f.truncate(10)
-  before = sorted(os.listdir(checkpoint_lib.directory(workdir)))
+  before = sorted(os.listdir(store_lib.directory(workdir)))
   with caplog.at_level('WARNING'):
     assert icl_jax.load(workdir).step == 20
   assert 'Checkpoint step 40 at' in caplog.text
   # Read-only: nothing is moved or deleted (training's restore quarantines, loading not).
-  assert sorted(os.listdir(checkpoint_lib.directory(workdir))) == before
+  assert sorted(os.listdir(store_lib.directory(workdir))) == before
   with pytest.raises(UserError, match='checkpoint step 40 .* do not restore'):
     icl_jax.load(workdir, step=40)
 

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import pytest
 
-from icl_jax import checkpoint as checkpoint_lib
+from icl_jax import store as store_lib
 from icl_jax import config as config_lib
 from icl_jax import sharding
 from icl_jax import steps
@@ -63,8 +63,8 @@ def existing_workdir(data_dir, tmp_path_factory):
   abstract = workload.build(config).abstract_state
   state = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract)
   state['step'] = np.asarray(STEP, abstract['step'].dtype)
-  ckpt = checkpoint_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-  ckpt.save(STEP, state, config)
+  ckpt = store_lib.Store(workdir, keep=config.train.keep_checkpoints)
+  ckpt.save(STEP, state, config.to_dict())
   ckpt.wait()
   ckpt.close()
   with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
@@ -170,7 +170,7 @@ def test_bad_data_is_refused(data_dir, tmp_path, overrides, message):
   workdir = str(tmp_path / 'fresh')
   with pytest.raises(UserError, match=message):
     train.train_and_evaluate(with_values(tiny_config(data_dir), **overrides), workdir)
-  assert checkpoint_lib.Checkpointer(workdir, read_only=True).all_steps() == []
+  assert store_lib.Store(workdir, read_only=True).steps() == []
 
 
 # ---------------------------------------------------------------------------------------

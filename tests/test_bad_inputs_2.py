@@ -33,11 +33,12 @@ from PIL import Image
 import pytest
 
 from helpers import prepare_image_dataset
-from icl_jax import checkpoint as checkpoint_lib
+from icl_jax import recovery
 from icl_jax import config as config_lib
 from icl_jax import diagnose
 from icl_jax import metrics as metrics_lib
 from icl_jax import status as status_lib
+from icl_jax import runs as runs_lib
 from icl_jax import train
 from icl_jax.data import load
 from icl_jax.errors import UserError
@@ -399,8 +400,8 @@ def test_one_edited_checkpoint_config_names_that_checkpoint_only(copied_run, cap
   with open(f'{workdir}/checkpoints/40/config/metadata', 'w') as f:
     json.dump(stored, f)
   before = snapshot(workdir)
-  ckpt, step, config = checkpoint_lib.open_run(workdir)
-  ckpt.close()
+  reader, step, config = recovery.open_run(workdir)
+  reader.store.close()
   assert step == 20 and config.model.width == 16  # The other checkpoint still restores.
   err = caplog.text
   assert 'step 40' in err and 'config.model.width' in err and 'step 20' not in err, err
@@ -429,10 +430,10 @@ def test_a_garbled_status_is_not_taken_for_done(copied_run):
   workdir, config = copied_run
   with open(f'{workdir}/{status_lib.STATUS_FILE}', 'w') as f:
     f.write('{"status": "done", "step": "forty"')  # Cut short by hand.
-  assert train.finished_result(config, workdir, 40) is None
+  assert runs_lib.finished_result(config, workdir, 40) is None
   with open(f'{workdir}/{status_lib.STATUS_FILE}', 'w') as f:
     json.dump({'status': 'done', 'step': 40, 'summary': 'fine'}, f)
-  assert train.finished_result(config, workdir, 40) is None
+  assert runs_lib.finished_result(config, workdir, 40) is None
 
 
 @pytest.mark.parametrize('steps,says', [
@@ -580,8 +581,8 @@ def test_any_damage_is_read_back_or_refused_in_one_user_error(damage_base, tmp_p
   _damage(path, how)
   try:
     if target == 'config':
-      ckpt, step, config = checkpoint_lib.open_run(run, 40)
-      ckpt.close()
+      reader, step, config = recovery.open_run(run, 40)
+      reader.store.close()
       assert config.model.width == 16
     elif target == 'metrics':
       records = metrics_lib.read(run)

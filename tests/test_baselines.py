@@ -7,7 +7,12 @@ import pytest
 from sklearn import datasets
 from sklearn import linear_model
 
-from icl_jax import baselines
+from icl_jax.baselines import classifiers
+from icl_jax.baselines import logreg
+from icl_jax.baselines import registry
+
+# The classifiers as registered, with their default hyperparameters.
+BASELINES = {name: b.predict for name, b in registry.available(regression=False).items()}
 
 # Blobs: well separated, linearly separable toy episodes.
 B, T, D, C = 64, 40, 5, 3
@@ -16,10 +21,10 @@ DIGITS_B, DIGITS_T, DIGITS_C = 256, 50, 10
 
 # Jitted once per learner and reused across tests (each test uses one of two shapes).
 # SGD takes its rate as a traced argument so that the tuned rate needs no recompilation.
-_JIT = {name: jax.jit(fn, static_argnums=2) for name, fn in baselines.BASELINES.items()}
-_JIT['sgd'] = jax.jit(baselines.predict_sgd, static_argnames='num_classes')
-_fit_logreg = jax.jit(baselines.fit_logreg, static_argnames='num_classes')
-_accuracy = jax.jit(baselines.accuracy_per_position)
+_JIT = {name: jax.jit(fn, static_argnums=2) for name, fn in BASELINES.items()}
+_JIT['sgd'] = jax.jit(classifiers.predict_sgd, static_argnames='num_classes')
+_fit_logreg = jax.jit(logreg.fit_logreg, static_argnames='num_classes')
+_accuracy = jax.jit(classifiers.accuracy_per_position)
 
 
 def _predict(name, x_BxTxD, y_BxT, num_classes, **kw):
@@ -42,7 +47,7 @@ def blobs():
 
 @pytest.fixture(scope='module')
 def blob_scores(blobs):
-  return {name: _predict(name, *blobs, C) for name in baselines.BASELINES}
+  return {name: _predict(name, *blobs, C) for name in BASELINES}
 
 
 def _digits_episodes(seed, batch_size):
@@ -67,7 +72,7 @@ def digits():
 @pytest.fixture(scope='module')
 def tuned_sgd(digits):
   # Tuned on other (training) episodes than the ones it is scored on.
-  return baselines.tune_sgd_lr(*_digits_episodes(seed=2, batch_size=DIGITS_B), DIGITS_C)
+  return classifiers.tune_sgd_lr(*_digits_episodes(seed=2, batch_size=DIGITS_B), DIGITS_C)
 
 
 # --- Causality -------------------------------------------------------------------------------
@@ -95,7 +100,7 @@ def _variants(x_TxD, y_T):
   return np.stack(xs), np.stack(ys), kinds
 
 
-@pytest.mark.parametrize('name', sorted(baselines.BASELINES))
+@pytest.mark.parametrize('name', sorted(BASELINES))
 def test_no_leakage_and_depends_on_context(name, blobs, blob_scores):
   x_BxTxD, y_BxT = blobs
   x_VxTxD, y_VxT, kinds = _variants(x_BxTxD[0], y_BxT[0])
@@ -113,7 +118,7 @@ def test_no_leakage_and_depends_on_context(name, blobs, blob_scores):
                                  err_msg=f'{name}: {kind} changed positions <= {t}')
 
 
-@pytest.mark.parametrize('name', sorted(baselines.BASELINES))
+@pytest.mark.parametrize('name', sorted(BASELINES))
 def test_first_position_scores_are_all_equal(name, blob_scores):
   scores_BxC = blob_scores[name][:, 0]
   np.testing.assert_array_equal(scores_BxC, np.broadcast_to(scores_BxC[:, :1], scores_BxC.shape))
@@ -122,7 +127,7 @@ def test_first_position_scores_are_all_equal(name, blob_scores):
 # --- Accuracy --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('name', sorted(set(baselines.BASELINES) - {'majority'}))
+@pytest.mark.parametrize('name', sorted(set(BASELINES) - {'majority'}))
 def test_separable_blobs_are_learned(name, blobs, blob_scores):
   assert _last10(blob_scores[name], blobs[1]) >= 0.95
 
@@ -148,7 +153,7 @@ def test_digits_tuned_sgd_above_chance(digits, tuned_sgd):
 def test_accuracy_per_position():
   scores_BxTxC = jnp.asarray([[[0., 1.], [1., 0.]], [[0., 1.], [0., 1.]]])
   y_BxT = jnp.asarray([[1, 1], [1, 1]], jnp.int32)
-  np.testing.assert_allclose(baselines.accuracy_per_position(scores_BxTxC, y_BxT), [1.0, 0.5])
+  np.testing.assert_allclose(classifiers.accuracy_per_position(scores_BxTxC, y_BxT), [1.0, 0.5])
 
 
 # --- Reference implementations ----------------------------------------------------------------
@@ -180,8 +185,8 @@ def test_sgd_matches_numpy_loop(blobs):
 
 def test_tune_sgd_lr_returns_the_grid_argmax(digits, tuned_sgd):
   lr, acc_by_lr = tuned_sgd
-  assert lr in baselines.SGD_LR_GRID
-  assert sorted(acc_by_lr) == sorted(baselines.SGD_LR_GRID)
+  assert lr in classifiers.SGD_LR_GRID
+  assert sorted(acc_by_lr) == sorted(classifiers.SGD_LR_GRID)
   assert acc_by_lr[lr] == max(acc_by_lr.values())
   print(f'tune_sgd_lr on digits: {acc_by_lr}')
 
@@ -206,7 +211,7 @@ def test_centroid_ignores_unseen_classes():
   x_1xTxD = np.zeros((1, 4, 2), np.float32)
   x_1xTxD[0, :, 0] = [0.0, 10.0, 5.0, 5.0]
   y_1xT = np.asarray([[0, 1, 2, 2]], np.int32)
-  predict = jax.jit(baselines.predict_centroid, static_argnums=2)
+  predict = jax.jit(classifiers.predict_centroid, static_argnums=2)
   scores_TxC = np.asarray(predict(x_1xTxD, y_1xT, 3))[0]
   assert np.all(np.isneginf(scores_TxC[1:3, 2]))
   assert scores_TxC[3].argmax() == 2
@@ -249,7 +254,7 @@ def test_logreg_matches_sklearn_at_the_last_position(digits):
 
   # Same objective in sklearn's terms: C * sum CE + ||W||^2 / 2 on [x, 1], no free intercept.
   xt_NxD1 = np.concatenate([x_TxD[:n], np.ones((n, 1))], axis=1).astype(np.float64)
-  reg = baselines.DEFAULT_L2 * np.linalg.norm(xt_NxD1.T @ xt_NxD1 / n)
+  reg = logreg.DEFAULT_L2 * np.linalg.norm(xt_NxD1.T @ xt_NxD1 / n)
   sk = linear_model.LogisticRegression(C=1.0 / (reg * n), fit_intercept=False, tol=1e-10,
                                        max_iter=10_000).fit(xt_NxD1, y_T[:n])
   w_D1xC = np.concatenate([np.asarray(fit.w_DxC), np.asarray(fit.b_C)[None]], axis=0)

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from icl_jax import checkpoint as checkpoint_lib
+from icl_jax import store as store_lib
 from icl_jax import config as config_lib
 from icl_jax import evaluate
 from icl_jax import metrics as metrics_lib
@@ -16,6 +16,7 @@ from icl_jax import steps
 from icl_jax import tasks
 from icl_jax import train
 from icl_jax import workload
+from icl_jax.baselines import registry
 from icl_jax.errors import UserError
 
 SYNTHETIC = list(tasks.SYNTHETIC_FAMILIES)
@@ -50,7 +51,7 @@ def synthetic_config(family, **overrides):
 
 
 def final_params(workdir, config):
-  ckpt = checkpoint_lib.Checkpointer(workdir, read_only=True)
+  ckpt = store_lib.Store(workdir, read_only=True)
   step = ckpt.latest_step()
   abstract = workload.build(config).abstract_state
   return step, jax.device_get(ckpt.restore_state(step, abstract)['params'])
@@ -64,8 +65,8 @@ def test_family_trains_without_nan_and_resumes_exactly(family, tmp_path):
   # A kill between the saves of steps 3 and 6: the copy resumes at step 3 (through the
   # curriculum's change of stage) and must end where the uninterrupted run did.
   shutil.copytree(straight, resumed)
-  shutil.rmtree(os.path.join(checkpoint_lib.directory(resumed), '6'))
-  assert checkpoint_lib.Checkpointer(resumed, read_only=True).latest_step() == 3
+  shutil.rmtree(os.path.join(store_lib.directory(resumed), '6'))
+  assert store_lib.Store(resumed, read_only=True).latest_step() == 3
   train.train_and_evaluate(config, resumed)
   step_a, params_a = final_params(straight, config)
   step_b, params_b = final_params(resumed, config)
@@ -157,9 +158,7 @@ def test_evaluation_writes_error_curves_with_estimators(linear_run):
 @pytest.mark.parametrize('family,extra', [
     ('linear', []), ('gp', ['gp']), ('tree', ['tree', 'tree_depth4'])])
 def test_default_estimators_are_garg_rows_plus_the_family_own(family, extra):
-  config = synthetic_config(family)
-  spec = workload.build(config).spec
-  assert evaluate._default_baselines(config, spec) == [  # pylint: disable=protected-access
+  assert registry.defaults(regression=True, family=family) == [
       'least_squares', 'ridge', 'lasso', 'gd', 'averaging', 'knn'] + extra
 
 

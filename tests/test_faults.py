@@ -19,10 +19,11 @@ import pytest
 
 import icl_jax
 
-from icl_jax import checkpoint as checkpoint_lib
+from icl_jax import recovery
 from icl_jax import metrics as metrics_lib
 from icl_jax import sharding
 from icl_jax import status as status_lib
+from icl_jax import store as store_lib
 from icl_jax import train
 from icl_jax import workload
 from icl_jax.errors import UserError
@@ -150,7 +151,7 @@ CORRUPTIONS = {
 def abstract_state(straight_run):
   """The restore target of a fault_check run, on one device."""
   _, workdir, _ = straight_run
-  config = checkpoint_lib.Checkpointer(workdir, read_only=True).restore_config(LAST)
+  config = recovery.Recovery(store_lib.Store(workdir, read_only=True)).read_config(LAST)
   config.mesh.data = 1
   return workload.build(config).abstract_on(sharding.make_mesh(config.mesh))
 
@@ -159,29 +160,29 @@ def abstract_state(straight_run):
 def test_damaged_latest_checkpoint_falls_back_and_is_kept(straight_run, abstract_state,
                                                           tmp_path, caplog, corruption):
   workdir = copy_run(straight_run, tmp_path)
-  bad_dir = os.path.join(checkpoint_lib.directory(workdir), str(LAST))
+  bad_dir = os.path.join(store_lib.directory(workdir), str(LAST))
   CORRUPTIONS[corruption](bad_dir)
-  ckpt = checkpoint_lib.Checkpointer(workdir, keep=3)
+  ckpt = recovery.Recovery(store_lib.Store(workdir, keep=3))
   with caplog.at_level(logging.WARNING):
     # What train_and_evaluate does: the config check, then the state.
     latest, _ = ckpt.latest_config()
     step, state, _ = ckpt.restore_latest(abstract_state)
-  ckpt.close()
+  ckpt.store.close()
   assert latest == (PREVIOUS if corruption == 'config_item_missing' else LAST)
   assert step == int(state['step']) == PREVIOUS
   assert f'Checkpoint step {LAST} at {bad_dir} is corrupt' in caplog.text
   # Kept on disk, out of orbax's sight, so that step LAST can be saved again.
-  kept = os.path.join(checkpoint_lib.corrupt_directory(workdir), str(LAST))
+  kept = os.path.join(store_lib.corrupt_directory(workdir), str(LAST))
   assert os.path.isdir(kept) and not os.path.exists(bad_dir)
   assert f'Moved corrupt checkpoint step {LAST} from {bad_dir} to {kept}' in caplog.text
-  assert checkpoint_lib.Checkpointer(workdir, read_only=True).latest_step() == PREVIOUS
+  assert store_lib.Store(workdir, read_only=True).latest_step() == PREVIOUS
 
 
 @pytest.mark.slow
 def test_resume_from_damaged_checkpoint_reaches_the_same_params(straight_run, tmp_path):
   ws, _, straight_params = straight_run
   workdir = copy_run(straight_run, tmp_path)
-  bad_dir = os.path.join(checkpoint_lib.directory(workdir), str(LAST))
+  bad_dir = os.path.join(store_lib.directory(workdir), str(LAST))
   CORRUPTIONS['state_file_truncated'](bad_dir)
   log_path = ws.log_path('resume_damaged')
   proc, _, _ = fault_check.start(ws, workdir, log_path)
@@ -191,7 +192,7 @@ def test_resume_from_damaged_checkpoint_reaches_the_same_params(straight_run, tm
   assert f'Checkpoint step {LAST} at {bad_dir} is corrupt' in log, log[-3000:]
   assert 'Traceback' not in log, log[-3000:]  # Orbax's abandoned reads stay quiet.
   assert fault_check.resumed_step(log_path) == PREVIOUS
-  assert os.path.isdir(os.path.join(checkpoint_lib.corrupt_directory(workdir), str(LAST)))
+  assert os.path.isdir(os.path.join(store_lib.corrupt_directory(workdir), str(LAST)))
   step, params = fault_check.final_params(workdir)
   assert step == LAST
   assert fault_check.params_equal(straight_params, params)
@@ -200,32 +201,32 @@ def test_resume_from_damaged_checkpoint_reaches_the_same_params(straight_run, tm
 def test_no_restorable_checkpoint_is_an_error_and_moves_nothing(straight_run, abstract_state,
                                                                 tmp_path):
   workdir = copy_run(straight_run, tmp_path)
-  before = sorted(os.listdir(checkpoint_lib.directory(workdir)))
+  before = sorted(os.listdir(store_lib.directory(workdir)))
   for name in before:
-    CORRUPTIONS['config_item_missing'](os.path.join(checkpoint_lib.directory(workdir), name))
-  ckpt = checkpoint_lib.Checkpointer(workdir)
+    CORRUPTIONS['config_item_missing'](os.path.join(store_lib.directory(workdir), name))
+  ckpt = recovery.Recovery(store_lib.Store(workdir))
   with pytest.raises(UserError, match=r'No checkpoint in .* restores: step 50 .*Nothing was '
                                       r'moved or deleted'):
     ckpt.latest_config()
   with pytest.raises(UserError, match='No checkpoint'):
     ckpt.restore_latest(abstract_state)
-  ckpt.close()
-  assert sorted(os.listdir(checkpoint_lib.directory(workdir))) == before
-  assert not os.path.exists(checkpoint_lib.corrupt_directory(workdir))
+  ckpt.store.close()
+  assert sorted(os.listdir(store_lib.directory(workdir))) == before
+  assert not os.path.exists(store_lib.corrupt_directory(workdir))
 
 
 @pytest.mark.parametrize('suffix', ['.orbax-checkpoint-tmp', '.orbax-checkpoint-tmp-1700000000'])
 def test_unfinished_saves_are_never_listed_or_restored(straight_run, abstract_state, tmp_path,
                                                        suffix):
   workdir = copy_run(straight_run, tmp_path)
-  directory = checkpoint_lib.directory(workdir)
+  directory = store_lib.directory(workdir)
   # The worst case: an unfinished save that looks complete inside.
   shutil.copytree(os.path.join(directory, str(LAST)),
                   os.path.join(directory, f'{LAST + 5}{suffix}'))
-  ckpt = checkpoint_lib.Checkpointer(workdir)
-  assert ckpt.all_steps() == [LAST - 10, PREVIOUS, LAST]
+  ckpt = recovery.Recovery(store_lib.Store(workdir))
+  assert ckpt.store.steps() == [LAST - 10, PREVIOUS, LAST]
   step, _, _ = ckpt.restore_latest(abstract_state)
-  ckpt.close()
+  ckpt.store.close()
   assert step == LAST
 
 
@@ -290,23 +291,23 @@ def test_run_trained_on_1_device_restores_on_8_with_same_predictions(straight_ru
 # ---------------------------------------------------------------------------------------
 def test_a_checkpoint_rotated_away_mid_read_is_not_damage(straight_run, tmp_path, caplog):
   workdir = copy_run(straight_run, tmp_path)
-  ckpt = checkpoint_lib.Checkpointer(workdir, read_only=True)
-  newest = max(ckpt.all_steps())
+  ckpt = recovery.Recovery(store_lib.Store(workdir, read_only=True))
+  newest = max(ckpt.store.steps())
   calls = []
 
   def read(step):  # A trainer deletes the newest step while it is read.
     calls.append(step)
     if len(calls) == 1:
-      shutil.rmtree(ckpt.step_path(step))
-      raise FileNotFoundError(f'{ckpt.step_path(step)}/state: gone')
+      shutil.rmtree(ckpt.store.step_path(step))
+      raise FileNotFoundError(f'{ckpt.store.step_path(step)}/state: gone')
     return f'read {step}'
 
   with caplog.at_level(logging.WARNING):
     assert ckpt.newest(read) == (PREVIOUS, f'read {PREVIOUS}')
-  ckpt.close()
+  ckpt.store.close()
   assert calls == [newest, PREVIOUS]
   assert 'corrupt' not in caplog.text  # Not reported as damage, nothing moved.
-  assert not os.path.exists(checkpoint_lib.corrupt_directory(workdir))
+  assert not os.path.exists(store_lib.corrupt_directory(workdir))
 
 
 @pytest.mark.parametrize('error', [FileNotFoundError, NotADirectoryError])
@@ -321,7 +322,7 @@ def test_a_step_gone_while_orbax_lists_the_steps_is_listed_again(error):
       raise error('checkpoints/4')
     return [5]
 
-  assert checkpoint_lib._listing_retried(list_steps) == [5]  # pylint: disable=protected-access
+  assert store_lib.listing_retried(list_steps) == [5]
   assert len(attempts) == 3
 
 
@@ -330,14 +331,14 @@ def test_a_step_that_is_a_file_still_fails_after_the_retries():
     raise NotADirectoryError('checkpoints/4')
 
   with pytest.raises(NotADirectoryError):
-    checkpoint_lib._listing_retried(list_steps)  # pylint: disable=protected-access
+    store_lib.listing_retried(list_steps)
 
 
 @pytest.mark.slow
 def test_load_and_evaluate_while_a_trainer_rotates_every_step(straight_run, tmp_path):
   """A trainer that saves every other step and keeps two: every read finds a complete one.
   (Saving every step and keeping one, a read slower than a step can lose every race: that
-  ends in the one-line error of Checkpointer.newest.)"""
+  ends in the one-line error of recovery.Recovery.newest.)"""
   from icl_jax import evaluate  # pylint: disable=g-import-not-at-top
   ws, _, _ = straight_run
   workdir = str(tmp_path / 'rotating')
@@ -355,7 +356,7 @@ def test_load_and_evaluate_while_a_trainer_rotates_every_step(straight_run, tmp_
       assert time.monotonic() < deadline
       time.sleep(0.05)
     for _ in range(30):  # Orbax lists the steps, then stats each: a rotation in between.
-      checkpoint_lib.Checkpointer(workdir, read_only=True).close()
+      store_lib.Store(workdir, read_only=True).close()
     steps = [icl_jax.load(workdir).step for _ in range(3)]
     assert steps == sorted(steps) and steps[0] >= 1
     out = str(tmp_path / 'eval')
@@ -365,4 +366,4 @@ def test_load_and_evaluate_while_a_trainer_rotates_every_step(straight_run, tmp_
   finally:
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
-  assert not os.path.exists(checkpoint_lib.corrupt_directory(workdir))
+  assert not os.path.exists(store_lib.corrupt_directory(workdir))

@@ -164,10 +164,10 @@ def test_simultaneous_takers_exactly_one_wins(tmp_path):
 
 
 def test_relaunched_sweep_skips_points_being_trained(data_dir, tmp_path, live_pid):
-  from icl_jax import sweep  # pylint: disable=g-import-not-at-top
+  from icl_jax import plan  # pylint: disable=g-import-not-at-top
   experiment = os.path.join(REPO, 'tests', 'experiments', 'tiny_sweep.py')
   root = str(tmp_path / 'sweep')
-  points = sweep.expand(experiment, root)
+  points = plan.expand(experiment, root)
   _write(points[0].workdir, pid=live_pid, pid_start=lease_lib._pid_start(live_pid))
   out = subprocess.run(
       [sys.executable, '-m', 'launch.sweep', f'--config={experiment}', f'--root={root}',

@@ -15,7 +15,7 @@ import pytest
 from helpers import tiny_config
 from icl_jax import evaluate
 from icl_jax import workload as workload_lib
-from icl_jax.data import from_images, load, local
+from icl_jax.data import from_images, load, sources
 from icl_jax.errors import UserError
 
 
@@ -129,8 +129,8 @@ def test_damaged_or_misnamed_sources_are_one_line(tmp_path, make, spec, message)
 
 
 def test_parse_leaves_tfds_names_alone():
-  assert local.parse('mnist') is None and local.parse('cifar10:3.0.2') is None
-  assert local.parse('npz:~/x.npz').path == os.path.expanduser('~/x.npz')
+  assert sources.parse('mnist') is None and sources.parse('cifar10:3.0.2') is None
+  assert sources.parse('npz:~/x.npz').path == os.path.expanduser('~/x.npz')
 
 
 def test_meta_train_on_an_array_file_and_meta_test_on_an_image_folder(folder, tmp_path):

@@ -26,7 +26,8 @@ import pytest
 
 from icl_jax import metrics as metrics_lib
 from icl_jax import status as status_lib
-from icl_jax import sweep
+from icl_jax import experiment
+from icl_jax import plan
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, 'scripts'))
@@ -45,7 +46,7 @@ EXPERIMENT = os.path.join(REPO, 'tests', 'experiments', 'tiny_sweep.py')
 
 def write_sweep(root: str, data_dir: str) -> tuple[list, str]:
   """(points, launch id) of a one-group, two-run sweep under `root`."""
-  config = sweep.load_module(EXPERIMENT).get_config(f'steps={STEPS}')
+  config = experiment.load_module(EXPERIMENT).get_config(f'steps={STEPS}')
   config.data.data_dir = data_dir
   config.train.checkpoint_every_steps = CHECKPOINT_EVERY
   config.train.log_every_steps = LOG_EVERY
@@ -55,10 +56,10 @@ def write_sweep(root: str, data_dir: str) -> tuple[list, str]:
   # a tiny eps scales up to lr-sized steps: those parameters would then differ by ~lr
   # between any two summation orders. A larger eps leaves them still.
   config.train.eps = 1e-3
-  points = sweep.expand(EXPERIMENT + ':widths=8', root, config)
-  groups = sweep.make_groups(points, max_group_size=64)
+  points = plan.expand(EXPERIMENT + ':widths=8', root, config)
+  groups = plan.make_groups(points, max_group_size=64)
   assert len(groups) == 1 and len(groups[0]) == 2
-  return points, sweep.write_manifest(root, EXPERIMENT, points, groups, 'vmap')
+  return points, plan.write_manifest(root, EXPERIMENT, points, groups, 'vmap')
 
 
 def free_port() -> int:
@@ -167,7 +168,7 @@ def test_two_processes_train_what_one_process_trains(data_dir, tmp_path):
 
   for multi_point, single_point in zip(multi_points, single_points):
     multi_workdir, single_workdir = multi_point.workdir, single_point.workdir
-    assert sweep.point_status(multi_point) == 'done', report
+    assert plan.point_status(multi_point) == 'done', report
     # Process 0 alone writes the log: one file, every record once.
     logs_written = glob.glob(os.path.join(multi_workdir, '**', 'metrics*.jsonl*'),
                              recursive=True)

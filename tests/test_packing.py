@@ -11,6 +11,7 @@ import pytest
 from icl_jax import config as config_lib
 from icl_jax import sharding
 from icl_jax import steps
+from icl_jax import group as group_lib
 from icl_jax import train
 from icl_jax import workload
 from helpers import tiny_config
@@ -33,14 +34,14 @@ def _mesh_config(run=-1, data=-1):
     (7, 1, -1, -1, (1, 1, 7)),  # One device holds the whole group.
 ])
 def test_layout_packs_whole_runs_per_device(runs, devices, run, data, expected):
-  run_axis, data_axis = config_lib.mesh_shape(_mesh_config(run, data), devices, runs)
-  assert (run_axis, data_axis, config_lib.padded_runs(runs, run_axis)) == expected
+  run_axis, data_axis = sharding.mesh_shape(_mesh_config(run, data), devices, runs)
+  assert (run_axis, data_axis, sharding.padded_runs(runs, run_axis)) == expected
   assert run_axis * data_axis <= devices
 
 
 def test_padding_repeats_the_first_run():
-  assert train.pad(['a', 'b', 'c'], 5) == ['a', 'b', 'c', 'a', 'a']
-  assert train.pad(['a'], 1) == ['a']
+  assert group_lib.pad(['a', 'b', 'c'], 5) == ['a', 'b', 'c', 'a', 'a']
+  assert group_lib.pad(['a'], 1) == ['a']
 
 
 @pytest.fixture(scope='module')
@@ -63,11 +64,11 @@ def group(data_dir):
 
 def _train(wl, configs, strategy, num_steps):
   mesh = sharding.make_mesh(configs[0].mesh, len(configs))
-  slots = config_lib.padded_runs(len(configs), mesh.shape[sharding.RUN])
-  runs = sharding.put(steps.stack_runs(train.pad([steps.run_values(c) for c in configs], slots)),
+  slots = sharding.padded_runs(len(configs), mesh.shape[sharding.RUN])
+  runs = sharding.put(steps.stack_runs(group_lib.pad([steps.run_values(c) for c in configs], slots)),
                       sharding.run_sharded(mesh))
   state = jax.jit(jax.vmap(wl.init), out_shardings=wl.group_shardings(mesh))(runs)
-  step = train.make_group_step(wl, mesh, strategy)
+  step = group_lib.make_group_step(wl, mesh, strategy)
   x_NxD, y_N = wl.training_inputs(mesh)
   losses = []
   for _ in range(num_steps):
@@ -109,8 +110,8 @@ def test_packed_group_equals_its_runs_one_by_one(group, strategy):
 def test_auto_strategy_maps_on_a_cpu(group):
   _, wl = group
   mesh = sharding.make_mesh(group[0][0].mesh, 4)
-  assert train.group_strategy('auto', mesh) == 'map'
-  assert train.group_strategy('vmap', mesh) == 'vmap'
+  assert group_lib.strategy('auto', mesh) == 'map'
+  assert group_lib.strategy('vmap', mesh) == 'vmap'
 
 
 # --- How many runs fit on a device. ---
@@ -140,7 +141,7 @@ def test_memory_estimate_matches_what_xla_allocates(data_dir, make):
   mesh = sharding.make_mesh(config.mesh, 1)
   runs = steps.stack_runs([steps.run_values(config)])
   state = jax.eval_shape(jax.vmap(wl.init), runs)
-  compiled = train.make_group_step(wl, mesh, 'vmap').lower(
+  compiled = group_lib.make_group_step(wl, mesh, 'vmap').lower(
       state, runs, *wl.training_inputs(mesh)).compile()
   analysis = compiled.memory_analysis()
   allocated = analysis.temp_size_in_bytes + analysis.argument_size_in_bytes

@@ -11,8 +11,16 @@ from sklearn import exceptions
 from sklearn import linear_model
 from sklearn import tree
 
-from icl_jax import baselines
+from icl_jax.baselines import classifiers
+from icl_jax.baselines import registry
 from icl_jax.baselines import regression
+from icl_jax.baselines import trees
+
+# The regressors as registered, with their default hyperparameters: jit-able and host.
+REGRESSION_BASELINES = {n: b.predict for n, b in registry.available(regression=True).items()
+                        if not b.host}
+HOST_REGRESSION_BASELINES = {n: b.predict for n, b in registry.available(regression=True).items()
+                             if b.host}
 
 # One shape for nearly every call, so each estimator compiles once or twice.
 B, T, D = 16, 12, 5
@@ -23,7 +31,7 @@ _gd = jax.jit(regression.predict_gd, static_argnames='num_steps')
 _lasso = jax.jit(regression.predict_lasso)
 _knn = jax.jit(regression.predict_knn, static_argnames='k')
 _gp = jax.jit(regression.predict_gp_posterior_mean)
-_JIT = {name: jax.jit(fn) for name, fn in baselines.REGRESSION_BASELINES.items()}
+_JIT = {name: jax.jit(fn) for name, fn in REGRESSION_BASELINES.items()}
 _JIT.update(
     gd=functools.partial(_gd, num_steps=regression.DEFAULT_GD_NUM_STEPS,
                          lr=regression.DEFAULT_GD_LR),
@@ -107,21 +115,21 @@ def _check_causal(name, predict, positions, pad_to=B):
                                  err_msg=f'{name}: {kind} changed positions <= {t}')
 
 
-@pytest.mark.parametrize('name', sorted(baselines.REGRESSION_BASELINES))
+@pytest.mark.parametrize('name', sorted(REGRESSION_BASELINES))
 def test_predictions_use_only_earlier_examples(name):
   _check_causal(name, _JIT[name], _POSITIONS)
 
 
 # Fewer positions and boosting rounds: every prefix of every variant is a scikit-learn fit.
 @pytest.mark.parametrize('name, predict', [
-    ('tree', baselines.predict_tree),
-    ('boosting', functools.partial(baselines.predict_boosting, max_iter=5)),
+    ('tree', trees.predict_tree),
+    ('boosting', functools.partial(trees.predict_boosting, max_iter=5)),
 ])
 def test_host_predictions_use_only_earlier_examples(name, predict):
   _check_causal(name, predict, (2, 5), pad_to=8)
 
 
-@pytest.mark.parametrize('name', sorted(baselines.REGRESSION_BASELINES))
+@pytest.mark.parametrize('name', sorted(REGRESSION_BASELINES))
 def test_first_position_predicts_zero(name):
   pred_BxT = _predict(_JIT[name], *_linear_episodes(seed=0, noise=0.1))
   np.testing.assert_array_equal(pred_BxT[:, 0], 0.0)
@@ -159,7 +167,7 @@ def test_least_squares_error_follows_garg_curve():
   num_episodes, seq_len = 4096, 8
   x_BxTxD, y_BxT = _linear_episodes(seed=4, batch_size=num_episodes, seq_len=seq_len)
   pred_BxT = _predict(_JIT['least_squares'], x_BxTxD, y_BxT)
-  err_T, half_width_T = map(np.asarray, baselines.normalized_squared_error_interval(
+  err_T, half_width_T = map(np.asarray, regression.normalized_squared_error_interval(
       pred_BxT, y_BxT, D))
   expected_T = np.maximum(D - np.arange(seq_len), 0) / D
   print(f'least-squares error {err_T.round(3)} +- {half_width_T.round(3)}')
@@ -279,13 +287,13 @@ def test_gd_one_step_is_lr_times_mean_of_y_x():
 def test_tune_gd_lr_returns_the_grid_argmin():
   x_BxTxD, y_BxT = _linear_episodes(seed=11, noise=0.1)
   lrs = (0.01, 0.1, 0.3, 10.0)  # 10 diverges over 3 steps.
-  lr, err_by_lr = baselines.tune_gd_lr(x_BxTxD, y_BxT, num_steps=3, lrs=lrs)
+  lr, err_by_lr = regression.tune_gd_lr(x_BxTxD, y_BxT, num_steps=3, lrs=lrs)
   print(f'tune_gd_lr: {err_by_lr}')
   assert sorted(err_by_lr) == sorted(lrs)
   assert err_by_lr[lr] == min(err_by_lr.values())
   assert lr in (0.1, 0.3)
   pred_BxT = _predict(_gd, x_BxTxD, y_BxT, num_steps=3, lr=lr)
-  mean_err = float(np.mean(baselines.normalized_squared_error(pred_BxT, y_BxT, D)))
+  mean_err = float(np.mean(regression.normalized_squared_error(pred_BxT, y_BxT, D)))
   np.testing.assert_allclose(err_by_lr[lr], mean_err, rtol=1e-4)
 
 
@@ -344,8 +352,8 @@ def test_gp_posterior_mean_matches_dense_solve(length_scale, noise, signal_var, 
 
 def test_tree_and_boosting_fit_each_prefix():
   x_BxTxD, y_BxT = _linear_episodes(seed=15, batch_size=1, noise=0.1)
-  pred_tree_BxT = baselines.predict_tree(x_BxTxD, y_BxT, max_depth=3)
-  pred_boost_BxT = baselines.predict_boosting(x_BxTxD, y_BxT, max_iter=5)
+  pred_tree_BxT = trees.predict_tree(x_BxTxD, y_BxT, max_depth=3)
+  pred_boost_BxT = trees.predict_boosting(x_BxTxD, y_BxT, max_iter=5)
   x_TxD, y_T = x_BxTxD[0], y_BxT[0]
   for t in (1, 6, T - 1):
     ref_tree = tree.DecisionTreeRegressor(max_depth=3, random_state=0).fit(x_TxD[:t], y_T[:t])
@@ -366,18 +374,20 @@ def test_tree_and_boosting_fit_each_prefix():
 def test_normalized_squared_error_and_interval():
   pred_BxT = np.asarray([[0.0, 1.0], [2.0, 1.0]], np.float32)
   y_BxT = np.asarray([[1.0, 1.0], [0.0, 3.0]], np.float32)
-  err_T = np.asarray(baselines.normalized_squared_error(pred_BxT, y_BxT, 2))
+  err_T = np.asarray(regression.normalized_squared_error(pred_BxT, y_BxT, 2))
   np.testing.assert_allclose(err_T, [(1.0 + 4.0) / 2 / 2, (0.0 + 4.0) / 2 / 2])
-  mean_T, half_T = baselines.normalized_squared_error_interval(pred_BxT, y_BxT, 2)
+  mean_T, half_T = regression.normalized_squared_error_interval(pred_BxT, y_BxT, 2)
   np.testing.assert_allclose(mean_T, err_T)
   # Per-episode errors / d: [0.5, 2] and [0, 2]; sample std (ddof 1) / sqrt(2).
   np.testing.assert_allclose(half_T, 1.96 * np.asarray([1.5, 2.0]) / np.sqrt(2) / np.sqrt(2),
                              rtol=1e-6)
 
 
-def test_exports_keep_the_classification_baselines():
-  assert sorted(baselines.BASELINES) == ['centroid', 'knn', 'knn3', 'logreg', 'majority', 'sgd']
-  assert sorted(baselines.REGRESSION_BASELINES) == [
+def test_the_registry_holds_every_learner_of_each_kind():
+  assert sorted(registry.available(False)) == ['centroid', 'knn', 'knn3', 'logreg', 'majority',
+                                               'sgd']
+  assert sorted(REGRESSION_BASELINES) == [
       'averaging', 'gd', 'gp', 'knn', 'lasso', 'least_squares', 'ridge']
-  assert sorted(baselines.HOST_REGRESSION_BASELINES) == ['boosting', 'tree', 'tree_depth4']
-  assert baselines.predict_knn is not baselines.predict_knn_regression
+  assert sorted(HOST_REGRESSION_BASELINES) == ['boosting', 'tree', 'tree_depth4']
+  assert classifiers.predict_knn is not regression.predict_knn
+  assert registry.title('knn', regression=True) == 'nearest-neighbour regression'

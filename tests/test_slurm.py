@@ -16,7 +16,7 @@ import pytest
 from icl_jax import lease as lease_lib
 from icl_jax import metrics as metrics_lib
 from icl_jax import status as status_lib
-from icl_jax import sweep
+from icl_jax import plan
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, 'scripts'))
@@ -102,7 +102,7 @@ def test_a_preempted_array_task_saves_requeues_and_resumes(data_dir, tmp_path):
       '--config.train.checkpoint_every_steps=1000', f'--config.train.eval_every_steps={steps}']
   launcher = subprocess.Popen(command, cwd=REPO, env=env(), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
-  points = sweep.expand(f'{EXPERIMENT}:widths=8,steps={steps}', root)
+  points = plan.expand(f'{EXPERIMENT}:widths=8,steps={steps}', root)
   workdir = points[0].workdir
   try:
     deadline = time.monotonic() + 240
@@ -128,7 +128,7 @@ def test_a_preempted_array_task_saves_requeues_and_resumes(data_dir, tmp_path):
                          logs.split('Requeued job')[1])
   assert int(first_tick.group(1)) == saved, logs[-3000:]
   for p in points:
-    assert sweep.point_status(p) == 'done'
+    assert plan.point_status(p) == 'done'
     logged = [r['step'] for r in metrics_lib.read(p.workdir) if 'train/loss' in r]
     assert logged == list(range(log_every, steps + 1, log_every))  # Each step trained once.
 

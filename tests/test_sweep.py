@@ -16,11 +16,13 @@ import numpy as np
 import pytest
 
 import icl_jax
-from icl_jax import checkpoint as checkpoint_lib
+from icl_jax import recovery
 from icl_jax import metrics as metrics_lib
 from icl_jax import report
 from icl_jax import status as status_lib
-from icl_jax import sweep
+from icl_jax import store as store_lib
+from icl_jax import experiment
+from icl_jax import plan
 from icl_jax import train
 from icl_jax import workload
 from icl_jax.errors import UserError
@@ -38,7 +40,7 @@ NAMES = ['model.width=8,task.num_tasks=2', 'model.width=8,task.num_tasks=-1',
 # Points, workdirs, groups
 # ---------------------------------------------------------------------------------------
 def test_points_have_stable_workdirs_and_group_by_shape(tmp_path):
-  points = sweep.expand(EXPERIMENT, str(tmp_path))
+  points = plan.expand(EXPERIMENT, str(tmp_path))
   assert [p.name for p in points] == NAMES
   assert [p.config.model.width for p in points] == [8, 8, 16, 16]
   assert [p.config.task.num_tasks for p in points] == [2, -1, 2, -1]
@@ -46,17 +48,17 @@ def test_points_have_stable_workdirs_and_group_by_shape(tmp_path):
   assert all(os.path.dirname(p.workdir) == str(tmp_path) for p in points)
   assert os.path.basename(points[0].workdir).startswith('width=8,num_tasks=2-')
   # Relaunching finds the same workdirs; so does a longer run (resumable), not a new shape.
-  assert [p.workdir for p in sweep.expand(EXPERIMENT, str(tmp_path))] == [
+  assert [p.workdir for p in plan.expand(EXPERIMENT, str(tmp_path))] == [
       p.workdir for p in points]
-  longer = sweep.expand(EXPERIMENT + ':steps=50', str(tmp_path))
+  longer = plan.expand(EXPERIMENT + ':steps=50', str(tmp_path))
   assert [p.workdir for p in longer] == [p.workdir for p in points]
-  other = sweep.expand(EXPERIMENT + ':widths=8+32', str(tmp_path))
+  other = plan.expand(EXPERIMENT + ':widths=8+32', str(tmp_path))
   assert other[0].workdir == points[0].workdir and other[2].workdir != points[2].workdir
 
-  groups = sweep.make_groups(points, max_group_size=64)
+  groups = plan.make_groups(points, max_group_size=64)
   assert [[p.name for p in g] for g in groups] == [NAMES[:2], NAMES[2:]]
-  assert [len(g) for g in sweep.make_groups(points, max_group_size=1)] == [1, 1, 1, 1]
-  assert [len(g) for g in sweep.make_groups(points, None)] == [1, 1, 1, 1]
+  assert [len(g) for g in plan.make_groups(points, max_group_size=1)] == [1, 1, 1, 1]
+  assert [len(g) for g in plan.make_groups(points, None)] == [1, 1, 1, 1]
 
 
 def _experiment(tmp_path, body):
@@ -67,16 +69,16 @@ def _experiment(tmp_path, body):
   return str(path)
 
 
-@pytest.mark.parametrize('name', sweep.experiment_names())
+@pytest.mark.parametrize('name', experiment.experiment_names())
 def test_every_shipped_experiment_builds_a_valid_smoke_config_and_sweep(name, tmp_path):
   """An experiment file is read only when someone launches it: each one's `:smoke` config
   must validate, and its `:smoke` sweep (where it has one) expand to valid points."""
-  path = os.path.join(sweep.experiments_dir(), f'{name}.py')
-  module = sweep.load_module(path)
+  path = os.path.join(experiment.experiments_dir(), f'{name}.py')
+  module = experiment.load_module(path)
   from icl_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   config_lib.validate(module.get_config('smoke'))
   if hasattr(module, 'sweep'):
-    points = sweep.expand(f'{path}:smoke', str(tmp_path))
+    points = plan.expand(f'{path}:smoke', str(tmp_path))
     assert points and all(p.workdir.startswith(str(tmp_path)) for p in points)
 
 
@@ -96,7 +98,7 @@ def test_bad_sweeps_are_refused_clearly(tmp_path, config_arg, match):
   if config_arg.startswith('BODY:'):
     config_arg = _experiment(tmp_path, config_arg[len('BODY:'):])
   with pytest.raises(UserError, match=match):
-    sweep.expand(config_arg, str(tmp_path / 'root'))
+    plan.expand(config_arg, str(tmp_path / 'root'))
   assert not os.path.exists(tmp_path / 'root')  # Nothing written.
 
 
@@ -128,9 +130,9 @@ def _config(data_dir, variant):
 
 
 def _params(workdir, config):
-  ckpt = checkpoint_lib.Checkpointer(workdir, read_only=True)
+  ckpt = store_lib.Store(workdir, read_only=True)
   mesh = jax.make_mesh((1,), ('data',))
-  _, state = workload.build(config).restore(ckpt, mesh)
+  _, state, _ = recovery.Recovery(ckpt).restore_latest(workload.build(config).abstract_on(mesh))
   ckpt.close()
   return jax.device_get(state['params'])
 
@@ -154,7 +156,7 @@ def test_vmapped_group_equals_runs_one_by_one(data_dir, tmp_path):
   assert diverged.step < 6  # lr 1e30: it blows up within a few steps, before any save.
   status = status_lib.read(group_dirs[-1])
   assert status['status'] == 'failed' and 'diverged' in status['error']
-  assert checkpoint_lib.Checkpointer(group_dirs[-1], read_only=True).latest_step() is None
+  assert store_lib.Store(group_dirs[-1], read_only=True).latest_step() is None
 
   for i, (config, group_dir) in enumerate(zip(configs[:-1], group_dirs[:-1])):
     assert results[i].error is None and results[i].step == 12
@@ -175,8 +177,8 @@ def test_vmapped_group_equals_runs_one_by_one(data_dir, tmp_path):
   assert _losses(group_dirs[0])[-1] != _losses(group_dirs[1])[-1]
   # A group member's workdir is an ordinary run (_params restored it as the evaluation
   # CLI does), with its own config.
-  ckpt, step, config = checkpoint_lib.open_run(group_dirs[1])
-  ckpt.close()
+  reader, step, config = recovery.open_run(group_dirs[1])
+  reader.store.close()
   assert step == 12 and config.task.num_tasks == -1 and config.seed == 1
   # ... and the public API loads it like any run: its own parameters, its own config.
   trained = icl_jax.load(group_dirs[1])
@@ -203,14 +205,14 @@ def _env(tmp_path):
 @pytest.mark.slow
 def test_killed_sweep_relaunches_without_redoing_finished_points(data_dir, tmp_path):
   root, env = str(tmp_path / 'sweep'), _env(tmp_path)
-  points = sweep.expand(EXPERIMENT, root)
+  points = plan.expand(EXPERIMENT, root)
   first_group = [p for p in points if p.config.model.width == 8]
 
   launcher = subprocess.Popen(_launch(root, data_dir), cwd=REPO, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               start_new_session=True)
   deadline = time.time() + 240
-  while not all(sweep.point_status(p) == 'done' for p in first_group):
+  while not all(plan.point_status(p) == 'done' for p in first_group):
     assert launcher.poll() is None, launcher.stdout.read().decode()[-3000:]
     assert time.time() < deadline, 'the first group did not finish in time'
     time.sleep(0.2)
@@ -224,7 +226,7 @@ def test_killed_sweep_relaunches_without_redoing_finished_points(data_dir, tmp_p
   assert out.returncode == 0, out.stderr[-3000:]
   assert '4 points in' in out.stderr and '2 done' in out.stderr, out.stderr
   assert '2 to run in 1 group(s)' in out.stderr, out.stderr
-  assert all(sweep.point_status(p) == 'done' for p in points)
+  assert all(plan.point_status(p) == 'done' for p in points)
   for p in first_group:  # Not retrained: untouched logs and checkpoints.
     assert _fingerprint(p.workdir) == finished[p.workdir], p.name
 
@@ -263,7 +265,7 @@ def test_sigterm_to_the_launcher_stops_its_workers_and_a_relaunch_finishes(data_
   the end exactly once."""
   root, env = str(tmp_path / 'sweep'), _env(tmp_path)
   long = f'{EXPERIMENT}:steps=400'
-  points = sweep.expand(long, root)
+  points = plan.expand(long, root)
   command = [sys.executable, '-m', 'launch.sweep', f'--config={long}', f'--root={root}',
              f'--config.data.data_dir={data_dir}']
   launcher = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -286,7 +288,7 @@ def test_sigterm_to_the_launcher_stops_its_workers_and_a_relaunch_finishes(data_
   again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=600)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert all(sweep.point_status(p) == 'done' for p in points)
+  assert all(plan.point_status(p) == 'done' for p in points)
   for p in points:  # Each step logged once: nothing was trained twice.
     logged = [r['step'] for r in metrics_lib.read(p.workdir) if 'train/loss' in r]
     assert logged == sorted(set(logged)) and logged[-1] == 400, (p.name, logged)
@@ -296,7 +298,7 @@ def _fingerprint(workdir):
   """What retraining would change: the metrics log and the checkpoint steps."""
   with open(os.path.join(workdir, metrics_lib.METRICS_FILE)) as f:
     metrics = f.read()
-  return metrics, sorted(os.listdir(checkpoint_lib.directory(workdir))), os.path.getmtime(
+  return metrics, sorted(os.listdir(store_lib.directory(workdir))), os.path.getmtime(
       os.path.join(workdir, status_lib.STATUS_FILE))
 
 
@@ -306,7 +308,7 @@ def test_slurm_without_sbatch_prints_the_array_script(data_dir, tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   assert '#SBATCH --array=0-1%2' in out.stdout  # One task per group of the 2 widths.
   assert 'submitit.core._submit' in out.stdout and 'sbatch is not on this host' in out.stderr
-  with open(os.path.join(tmp_path, 'r', sweep.SWEEP_FILE)) as f:
+  with open(os.path.join(tmp_path, 'r', plan.SWEEP_FILE)) as f:
     assert len(json.load(f)['groups']) == 2
 
 
@@ -381,8 +383,8 @@ def test_tpu_vm_workers_train_the_groups_worker_0_wrote(data_dir, tmp_path):
   assert 'worker 1: launch ' in worker_out[1] and 'written by worker 0' in worker_out[1], report
   for out in worker_out:  # The console names each group's log, in lines (not a bar).
     assert 'group 0 (2 points) started; its log: ' in out and '\r' not in out, report
-  points = sweep.expand(f'{EXPERIMENT}:widths=8', root)
-  assert all(sweep.point_status(p) == 'done' for p in points), report
+  points = plan.expand(f'{EXPERIMENT}:widths=8', root)
+  assert all(plan.point_status(p) == 'done' for p in points), report
   with open(os.path.join(root, 'launches', launches[0])) as f:
     assert json.load(f)['experiment'] == config.split(':')[0]  # Relative to the checkout.
   for home in homes:  # TFDS_DATA_DIR came along: nothing prepared in the workers' homes.
@@ -414,9 +416,9 @@ def test_a_root_belongs_to_one_experiment(data_dir, tmp_path):
   """Another experiment (or argument) launched on a used root is refused, the root left as
   it was; --subroot puts it in a sub-root instead."""
   root, env = str(tmp_path / 'sweep'), _env(tmp_path)
-  points = sweep.expand(EXPERIMENT, root)
-  sweep.write_manifest(root, EXPERIMENT, points, [points], 'vmap')
-  with open(os.path.join(root, sweep.SWEEP_FILE)) as f:
+  points = plan.expand(EXPERIMENT, root)
+  plan.write_manifest(root, EXPERIMENT, points, [points], 'vmap')
+  with open(os.path.join(root, plan.SWEEP_FILE)) as f:
     before = f.read()
   other = f'{EXPERIMENT}:widths=8'
   out = subprocess.run([sys.executable, '-m', 'launch.sweep', f'--config={other}',
@@ -427,7 +429,7 @@ def test_a_root_belongs_to_one_experiment(data_dir, tmp_path):
   assert len(lines) == 1 and lines[0].startswith(f'error: Sweep root {root} holds the sweep '
                                                  f'of {EXPERIMENT} (4 points)'), out.stderr
   assert f'add --subroot to put this sweep in {root}/tiny_sweep-widths=8' in lines[0]
-  with open(os.path.join(root, sweep.SWEEP_FILE)) as f:
+  with open(os.path.join(root, plan.SWEEP_FILE)) as f:
     assert f.read() == before
   # The same experiment again is its own sweep: allowed.
   same = subprocess.run(_launch(root, data_dir, '--dry_run'), cwd=REPO, env=env,

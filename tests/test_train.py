@@ -9,7 +9,6 @@ import jax
 import numpy as np
 import pytest
 
-from icl_jax import checkpoint as checkpoint_lib
 from icl_jax import config as config_lib
 from icl_jax import data
 from icl_jax import evaluator
@@ -17,7 +16,8 @@ from icl_jax import fields
 from icl_jax import metrics as metrics_lib
 from icl_jax import sharding
 from icl_jax import steps
-from icl_jax import sweep
+from icl_jax import store as store_lib
+from icl_jax import plan
 from icl_jax import tasks
 from icl_jax import train
 from icl_jax import workload
@@ -27,7 +27,7 @@ from helpers import tiny_config
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def final_params(workdir, config):
-  ckpt = checkpoint_lib.Checkpointer(workdir, read_only=True)
+  ckpt = store_lib.Store(workdir, read_only=True)
   step = ckpt.latest_step()
   abstract = workload.build(config).abstract_state
   return step, jax.device_get(ckpt.restore_state(step, abstract)['params'])
@@ -43,7 +43,7 @@ def test_resume_is_exact(trained_run, tmp_path):
   straight_dir, config, _ = trained_run
   resumed_dir = str(tmp_path)
   train.train_and_evaluate(tiny_config(config.data.data_dir, train__steps=20), resumed_dir)
-  assert checkpoint_lib.Checkpointer(resumed_dir, read_only=True).latest_step() == 20
+  assert store_lib.Store(resumed_dir, read_only=True).latest_step() == 20
   train.train_and_evaluate(config, resumed_dir)  # Same workdir, 20 more steps.
   step_a, params_a = final_params(straight_dir, config)
   step_b, params_b = final_params(resumed_dir, config)
@@ -55,10 +55,10 @@ def test_resume_is_exact(trained_run, tmp_path):
 
 def test_workdir_with_another_model_is_refused(trained_run):
   workdir, config, _ = trained_run
-  before = sorted(os.listdir(checkpoint_lib.directory(workdir)))
+  before = sorted(os.listdir(store_lib.directory(workdir)))
   with pytest.raises(UserError, match='model.width'):
     train.train_and_evaluate(tiny_config(config.data.data_dir, model__width=32), workdir)
-  assert sorted(os.listdir(checkpoint_lib.directory(workdir))) == before
+  assert sorted(os.listdir(store_lib.directory(workdir))) == before
 
 def test_one_step_on_8_devices_equals_1_device(data_dir):
   if jax.devices()[0].platform == 'cpu':
@@ -145,10 +145,10 @@ def test_default_projection_keeps_sweep_workdir_names():
   c = config_lib.base_config()
   # Examples drawn with replacement, as every run was before task.distinct_examples.
   c.task.distinct_examples = False
-  assert sweep.workdir_name('base', c) == 'base-5aeac3aa'  # Computed at commit 15de6f7.
+  assert plan.workdir_name('base', c) == 'base-5aeac3aa'  # Computed at commit 15de6f7.
   assert fields.ADDED_FIELDS['task.projection'] == c.task.projection == tasks.DEFAULT_PROJECTION
   c.task.projection = 'threefry_fast'
-  assert sweep.workdir_name('base', c) != 'base-5aeac3aa'
+  assert plan.workdir_name('base', c) != 'base-5aeac3aa'
   assert fields.static_differences(config_lib.base_config(), c) == [
       'task.distinct_examples', 'task.projection']
 
@@ -211,7 +211,7 @@ def test_cli_smoke_end_to_end(data_dir, tmp_path):
                 f'--config.data.data_dir={data_dir}')
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'unseen tasks: acc first 5' in out.stdout + out.stderr
-  assert checkpoint_lib.Checkpointer(str(tmp_path), read_only=True).latest_step() == 30
+  assert store_lib.Store(str(tmp_path), read_only=True).latest_step() == 30
 
 def test_cli_bad_value_gives_one_clear_line(data_dir, tmp_path):
   out = run_cli('--config', 'experiments/gpicl_digits.py:smoke', '--workdir', str(tmp_path),
@@ -219,4 +219,4 @@ def test_cli_bad_value_gives_one_clear_line(data_dir, tmp_path):
   assert out.returncode == 2
   assert 'config.train.lr must be a finite number > 0' in out.stderr
   assert 'Traceback' not in out.stderr
-  assert not os.path.exists(checkpoint_lib.directory(str(tmp_path)))
+  assert not os.path.exists(store_lib.directory(str(tmp_path)))

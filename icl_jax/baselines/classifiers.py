@@ -18,7 +18,7 @@ so reporting code should draw 1/C as a line instead.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,9 @@ from icl_jax.baselines.common import before_matrix
 from icl_jax.baselines.common import check_episodes
 from icl_jax.baselines.common import nearest_earlier
 from icl_jax.baselines.logreg import predict_logreg
+from icl_jax.baselines.registry import Baseline
+from icl_jax.baselines.registry import CLASSIFICATION
+from icl_jax.baselines.registry import register
 
 # Picked by `tune_sgd_lr` on z-normalised, projected digits episodes (inputs of squared norm
 # ~D = 64); tune again for other data: the best rate scales like 1 / ||x||^2.
@@ -143,19 +146,15 @@ def predict_majority(x_BxTxD: jax.Array, y_BxT: jax.Array, num_classes: int) -> 
   return jnp.einsum('tj,bjc->btc', before_matrix(y_BxT.shape[1]), y1h_BxTxC, precision=_HIGHEST)
 
 
-def make_baselines(sgd_lr: float = DEFAULT_SGD_LR) -> dict[str, Callable[..., jax.Array]]:
-  """Display name -> f(x_BxTxD, y_BxT, num_classes) -> scores_BxTxC, hparams bound.
-
-  Pass the rate from `tune_sgd_lr` as `sgd_lr`. Jit each with `static_argnums=2`.
-  """
-  return {
-      'sgd': functools.partial(predict_sgd, lr=sgd_lr),
-      'logreg': predict_logreg,
-      'knn': functools.partial(predict_knn, k=1),
-      'knn3': functools.partial(predict_knn, k=3),
-      'centroid': predict_centroid,
-      'majority': predict_majority,
-  }
-
-
-BASELINES = make_baselines()
+# The paper's rows, in its order. SGD's rate is picked on training-pool tasks.
+for _baseline in (
+    Baseline('sgd', 'SGD (lr tuned)', CLASSIFICATION,
+             functools.partial(predict_sgd, lr=DEFAULT_SGD_LR), tune=tune_sgd_lr),
+    Baseline('logreg', 'logistic regression', CLASSIFICATION, predict_logreg),
+    Baseline('knn', '1-nearest neighbour', CLASSIFICATION, functools.partial(predict_knn, k=1)),
+    Baseline('knn3', '3-nearest neighbours', CLASSIFICATION,
+             functools.partial(predict_knn, k=3)),
+    Baseline('centroid', 'nearest centroid', CLASSIFICATION, predict_centroid),
+    Baseline('majority', 'majority label', CLASSIFICATION, predict_majority),
+):
+  register(_baseline)

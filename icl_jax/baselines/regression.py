@@ -28,14 +28,14 @@ parameters that set shapes or loop lengths (`k`, `num_steps`, `num_iters`) are s
 once for the whole grid.
 
 Decision trees and gradient boosting are not JAX: `predict_tree` and `predict_boosting`
-(trees.py) call scikit-learn on the host, once per prefix (see their docstrings), and live in
-`HOST_REGRESSION_BASELINES`, apart from the jit-able `REGRESSION_BASELINES`.
+(trees.py) call scikit-learn on the host, once per prefix (see their docstrings), and are
+registered as host learners (`Baseline.host`), called outside jit.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +46,9 @@ from icl_jax.baselines.common import check_episodes
 from icl_jax.baselines.common import nearest_earlier
 from icl_jax.baselines.common import normalized_squared_error_BxT
 from icl_jax.baselines.common import pairwise_sq_dists
+from icl_jax.baselines.registry import Baseline
+from icl_jax.baselines.registry import REGRESSION
+from icl_jax.baselines.registry import register
 
 # Defaults for `REGRESSION_BASELINES`. Each is a choice for the function classes of Garg et al.
 # (x, w ~ N(0, I_d)); tune on training-task episodes for other data.
@@ -397,25 +400,34 @@ def predict_gp_posterior_mean(x_BxTxD: jax.Array, y_BxT: jax.Array,
   return jax.vmap(lambda x, y: _gp_episode(x, y, *hparams))(x_BxTxD, y_BxT)
 
 
-def make_regression_baselines(
-    ridge_lam: float = DEFAULT_RIDGE_LAM, lasso_alpha: float = DEFAULT_LASSO_ALPHA,
-    gd_lr: float = DEFAULT_GD_LR, gd_num_steps: int = DEFAULT_GD_NUM_STEPS,
-    gp_length_scale: float = DEFAULT_GP_LENGTH_SCALE, gp_noise: float = DEFAULT_GP_NOISE,
-) -> dict[str, Callable[..., jax.Array]]:
-  """Display name -> f(x_BxTxD, y_BxT) -> pred_BxT, hyperparameters bound; all jit-able.
-
-  Pass the rate from `tune_gd_lr` as `gd_lr`, and the data's noise variance as `ridge_lam`.
-  """
-  return {
-      'least_squares': predict_least_squares,
-      'ridge': functools.partial(predict_ridge, lam=ridge_lam),
-      'lasso': functools.partial(predict_lasso, alpha=lasso_alpha),
-      'gd': functools.partial(predict_gd, num_steps=gd_num_steps, lr=gd_lr),
-      'averaging': predict_averaging,
-      'knn': functools.partial(predict_knn, k=DEFAULT_KNN_K),
-      'gp': functools.partial(predict_gp_posterior_mean, length_scale=gp_length_scale,
-                              noise=gp_noise),
-  }
+def _ridge_prior(task) -> dict[str, float]:
+  # Ridge with lam = the noise variance is the posterior mean for w ~ N(0, I); without
+  # noise a small lam keeps it defined before D examples.
+  noise_var = task.noise_std**2
+  return {'lam': noise_var if noise_var > 0 else DEFAULT_RIDGE_LAM}
 
 
-REGRESSION_BASELINES = make_regression_baselines()
+def _gp_prior(task) -> dict[str, float]:
+  # The GP prior's own kernel and noise (the sampler adds 1e-6 jitter): Bayes-optimal.
+  return {'length_scale': task.length_scale, 'noise': task.noise_std**2 + 1e-6}
+
+
+# Garg et al.'s rows; the GP posterior mean is compared by default on the GP prior only.
+for _baseline in (
+    Baseline('least_squares', 'least squares', REGRESSION, predict_least_squares),
+    Baseline('ridge', 'ridge', REGRESSION,
+             functools.partial(predict_ridge, lam=DEFAULT_RIDGE_LAM), prior=_ridge_prior),
+    Baseline('lasso', 'Lasso', REGRESSION,
+             functools.partial(predict_lasso, alpha=DEFAULT_LASSO_ALPHA)),
+    Baseline('gd', 'gradient descent (lr tuned)', REGRESSION,
+             functools.partial(predict_gd, num_steps=DEFAULT_GD_NUM_STEPS, lr=DEFAULT_GD_LR),
+             tune=tune_gd_lr),
+    Baseline('averaging', 'averaging', REGRESSION, predict_averaging),
+    Baseline('knn', 'nearest-neighbour regression', REGRESSION,
+             functools.partial(predict_knn, k=DEFAULT_KNN_K)),
+    Baseline('gp', 'GP posterior mean', REGRESSION,
+             functools.partial(predict_gp_posterior_mean, length_scale=DEFAULT_GP_LENGTH_SCALE,
+                               noise=DEFAULT_GP_NOISE),
+             prior=_gp_prior, default=lambda family: family == 'gp'),
+):
+  register(_baseline)

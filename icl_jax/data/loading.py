@@ -12,24 +12,20 @@ level (see compact.py).
 """
 
 import dataclasses
-import difflib
 import hashlib
 import logging
 import os
-import re
-import shutil
 import sys
 import tempfile
 import zipfile
 
 import jax
 import numpy as np
-import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
 from icl_jax.data import compact
-from icl_jax.data import digits
-from icl_jax.data import local
+from icl_jax.data import sources
+from icl_jax.data import tfds_source
 from icl_jax.errors import UserError
 
 CACHE_DIRNAME = 'icl_jax_cache'
@@ -37,9 +33,6 @@ CACHE_DIRNAME = 'icl_jax_cache'
 # that caches written by older code are never read. 2: uint8 pixels + mean and
 # std where that is exact (the float32 values are unchanged).
 _PREPROCESSING_VERSION = 2
-# Records fetched per `__getitems__` call: enough to amortise the per-call
-# overhead, few enough that one batch of decoded records stays small.
-_READ_BATCH_SIZE = 4096
 # ITU-R BT.601 luma weights.
 _LUMA_WEIGHTS_C = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -78,7 +71,7 @@ class Dataset:
   @property
   def short_name(self) -> str:
     """The name for tables, figures and tags: the TFDS name, or a folder's or file's stem."""
-    source = local.parse(self.name)
+    source = sources.parse(self.name)
     return self.name if source is None else source.name
 
   @property
@@ -166,16 +159,16 @@ def _load(
   if os.path.exists(data_dir) and not os.path.isdir(data_dir):
     raise UserError(f'The TFDS data dir {data_dir} is a file, not a directory. Point '
                     'TFDS_DATA_DIR, config.data.data_dir or --data_dir at a directory.')
-  source = local.parse(name)
+  source = sources.parse(name)
   if source is not None:
     return _load_local(source, name, split, image_shape, data_dir)
-  builder = _prepared_builder(name, data_dir)
+  builder = tfds_source.prepared_builder(name, data_dir)
   if split not in builder.info.splits:
     raise UserError(
         f'Dataset {name!r} has no split {split!r}; available splits: '
         f'{", ".join(sorted(builder.info.splits))}. Use one of those.'
     )
-  num_classes = _check_features(builder, name)
+  num_classes = tfds_source.check_features(builder, name)
 
   height, width = image_shape
   # Keyed by the prepared files themselves: a dataset prepared again under the same name
@@ -189,11 +182,11 @@ def _load(
   arrays = _read_cache(cache_path)
   if arrays is None:
     try:
-      images_NxHxWxC, y_N = _read_split(builder, split)
+      images_NxHxWxC, y_N = tfds_source.read_split(builder, split)
     except (OSError, RuntimeError, ValueError, KeyError) as e:  # array_record's errors
-      builder = _damaged(builder, name, data_dir, f'{split} split unreadable: {e}')
+      builder = tfds_source.damaged(builder, name, data_dir, f'{split} split unreadable: {e}')
       try:
-        images_NxHxWxC, y_N = _read_split(builder, split)
+        images_NxHxWxC, y_N = tfds_source.read_split(builder, split)
       except (OSError, RuntimeError, ValueError, KeyError) as again:  # Damaged as it is made.
         raise UserError(f'The embedded digits dataset in {builder.data_dir} is unreadable '
                         f'even when prepared anew ({again}); check that disk.') from None
@@ -253,43 +246,18 @@ def _read_cache(cache_path: str) -> dict[str, np.ndarray] | None:
     return None
 
 
-def _damaged(builder: tfds.core.DatasetBuilder, name: str, data_dir: str,
-             cause: str) -> tfds.core.DatasetBuilder:
-  """The embedded dataset prepared again (with a warning) where its preparation is damaged;
-  for any other dataset, a UserError naming the folder to delete and how to rebuild it."""
-  path = builder.data_dir
-  if not isinstance(builder, digits.Digits):
-    raise UserError(
-        f'Dataset {name!r} in {path} is damaged ({cause}). Delete {path} and prepare it '
-        f'again: `tfds build {name} --data_dir {data_dir} --file_format=array_record`.')
-  return _prepare_digits_again(path, data_dir, cause)
-
-
-def _prepare_digits_again(path: str, data_dir: str, cause: str) -> tfds.core.DatasetBuilder:
-  """Deletes the damaged digits version folder `path` (with a warning) and prepares it anew;
-  a folder that cannot be deleted is one UserError."""
-  print(f'warning: the embedded digits dataset in {path} is damaged ({cause}); preparing it '
-        'again.', file=sys.stderr, flush=True)
-  try:
-    shutil.rmtree(path)
-  except OSError as e:
-    raise UserError(f'The embedded digits dataset in {path} is damaged ({cause}) and cannot '
-                    f'be deleted ({e.strerror}); delete {path} by hand.') from None
-  return _prepared_builder(digits.Digits.name, data_dir)
-
-
-def _load_local(source: local.Source, name: str, split: str,
+def _load_local(source: sources.Source, name: str, split: str,
                 image_shape: tuple[int, int], data_dir: str) -> Dataset:
-  """`_load` of an image folder or array file, cached under its files' fingerprint."""
-  local.check(source, split)
+  """`_load` of a file source (sources.py), cached under its fingerprint."""
+  source.check(split)
   height, width = image_shape
-  cache_path = os.path.join(data_dir, CACHE_DIRNAME, local.cache_dir(source),
+  cache_path = os.path.join(data_dir, CACHE_DIRNAME, source.cache_dir(),
                             f'{split}-{height}x{width}-p{_PREPROCESSING_VERSION}.npz')
   arrays = _read_cache(cache_path)
   if arrays is not None and 'num_classes' in arrays:
     num_classes = int(arrays.pop('num_classes'))
   else:
-    images_NxHxWxC, y_N, num_classes = local.read(source, split, image_shape)
+    images_NxHxWxC, y_N, num_classes = source.read(split, image_shape)
     arrays = dict(_preprocess(images_NxHxWxC, image_shape), y_N=y_N)
     _write_npz_atomically(cache_path, **arrays, num_classes=np.int32(num_classes))
   return _dataset(arrays, num_classes, image_shape, name, split)
@@ -403,140 +371,6 @@ def _check_image_shape(image_shape) -> tuple[int, int]:
         f'{image_shape!r}. Set it (config.data.image_shape) to e.g. (28, 28).'
     )
   return int(image_shape[0]), int(image_shape[1])
-
-
-def _quiet_variant_notice() -> None:
-  """Drops TFDS's 'Variant folder ... has no dataset_info.json' warning: it precedes every
-  first preparation, and a damaged folder gets our own message instead. Once per process."""
-  if getattr(_quiet_variant_notice, 'done', False):
-    return
-  _quiet_variant_notice.done = True
-  logging.getLogger('absl').addFilter(
-      lambda r: not (r.getMessage().startswith('Variant folder')
-                     and 'has no dataset_info.json' in r.getMessage()))
-
-
-def _prepared_builder(
-    name: str, data_dir: str
-) -> tfds.core.DatasetBuilder:
-  """Returns the builder of a dataset prepared in array_record, or raises.
-
-  Preparing `digits` (offline) if needed; everything else must already be
-  there, checked before anything is read.
-  """
-  _quiet_variant_notice()
-  try:
-    builder = tfds.builder(name, data_dir=data_dir)
-  except tfds.core.DatasetNotFoundError as e:
-    # Without community datasets: listing those needs network access.
-    known = tfds.list_builders(with_community_datasets=False)
-    close = difflib.get_close_matches(name, known, n=3)
-    hint = f' Did you mean one of {close}?' if close else ''
-    raise UserError(
-        f'Unknown dataset {name!r}.{hint} Check the spelling; '
-        '`tfds.list_builders()` lists the dataset names TFDS knows.'
-    ) from e
-  except Exception as e:  # pylint: disable=broad-except
-    # TFDS reads the prepared dataset_info.json here: a damaged one raises its ParseError.
-    folder = os.path.join(data_dir, name)
-    why = ' '.join(str(e).split())[:300] or type(e).__name__
-    if not os.path.isdir(folder):
-      raise UserError(f'Cannot open dataset {name!r} ({why}). Check the name: a TFDS name, '
-                      'NAME/CONFIG or NAME:VERSION.') from None
-    if name == digits.Digits.name:
-      return _prepare_digits_again(os.path.join(folder, str(digits.Digits.VERSION)), data_dir,
-                                   type(e).__name__)
-    raise UserError(
-        f'Dataset {name!r} in {folder} cannot be opened ({why}). Delete the damaged version '
-        f'folder under {folder} and prepare it again: '
-        f'`tfds build {name} --data_dir {data_dir} --file_format=array_record`.') from None
-
-  # Record files without their dataset_info.json: TFDS would take it for unprepared (or for
-  # tfrecord), so say what it is. (An empty version folder is what TFDS leaves before its
-  # first preparation.)
-  if (os.path.isdir(builder.data_dir) and os.listdir(builder.data_dir)
-      and not os.path.exists(os.path.join(builder.data_dir, 'dataset_info.json'))):
-    return _damaged(builder, name, data_dir, 'its dataset_info.json is missing')
-
-  if not builder.is_prepared():
-    if isinstance(builder, digits.Digits):
-      if not sys.stderr.isatty():
-        # TFDS's bars are carriage-return redraws: noise in log files (CI, SLURM, sweeps).
-        tfds.disable_progress_bar()
-      print(f'preparing the embedded digits dataset in {builder.data_dir} (once)',
-            file=sys.stderr, flush=True)
-      try:
-        builder.download_and_prepare(
-            file_format='array_record',
-            download_config=tfds.download.DownloadConfig(try_download_gcs=False),
-        )
-      except (OSError, RuntimeError) as e:  # A full disk, a read-only data dir.
-        reason = re.sub(r'.*(write\(\) failed|Errno \d+\]): ?', '', ' '.join(str(e).split()))
-        raise UserError(
-            f'Cannot prepare the embedded digits dataset in {data_dir}: {reason[:200]}. Free '
-            'space there, or point TFDS_DATA_DIR / config.data.data_dir at a writable data '
-            'dir.') from None
-    else:
-      raise UserError(
-          f'Dataset {name!r} is not prepared in data dir {data_dir} (looked '
-          f'for {builder.data_dir}), and icl_jax never downloads. To fix, on '
-          "a host with internet run `pip install 'icl_jax[prepare]'` and "
-          f'`tfds build {name} --data_dir {data_dir} '
-          '--file_format=array_record` (then copy the data dir here if that '
-          'host is another one), or point TFDS_DATA_DIR / '
-          'config.data.data_dir at a data dir that holds it.'
-      )
-
-  formats = builder.info.available_file_formats()
-  if tfds.core.FileFormat.ARRAY_RECORD not in formats:
-    if isinstance(builder, digits.Digits):
-      fix = f'Delete {builder.data_dir}; icl_jax then prepares it again.'
-    else:
-      fix = (
-          f'Rebuild it with `tfds build {name} --data_dir {data_dir} '
-          '--file_format=array_record`.'
-      )
-    raise UserError(
-        f'Dataset {name!r} in {builder.data_dir} is stored as '
-        f'{", ".join(sorted(f.value for f in formats))}, but icl_jax reads '
-        f'only array_record (random access without TensorFlow). {fix}'
-    )
-  return builder
-
-
-def _check_features(builder: tfds.core.DatasetBuilder, name: str) -> int:
-  """Returns the number of classes, or raises if not image classification."""
-  features = builder.info.features
-  if not (
-      'image' in features
-      and 'label' in features
-      and isinstance(features['label'], tfds.features.ClassLabel)
-      and len(features['image'].shape) == 3
-      and features['image'].shape[-1] in (1, 3)
-  ):
-    raise UserError(
-        f'Dataset {name!r} is not a supported image classification dataset: '
-        "it needs an 'image' feature of grayscale or RGB images and a 'label' "
-        f'ClassLabel feature, but has {features}. Use a dataset such as '
-        'mnist, fashion_mnist, kmnist, cifar10 or svhn_cropped.'
-    )
-  return features['label'].num_classes
-
-
-def _read_split(
-    builder: tfds.core.DatasetBuilder, split: str
-) -> tuple[np.ndarray, np.ndarray]:
-  """Reads all records of a split: (images_NxHxWxC, labels_N int32)."""
-  source = builder.as_data_source(split, file_format='array_record')
-  num_examples = len(source)
-  get_batch = getattr(source, '__getitems__', None)
-  image_batches, label_batches = [], []
-  for start in range(0, num_examples, _READ_BATCH_SIZE):
-    keys = list(range(start, min(start + _READ_BATCH_SIZE, num_examples)))
-    records = get_batch(keys) if get_batch else [source[k] for k in keys]
-    image_batches.append(np.stack([r['image'] for r in records]))
-    label_batches.append(np.array([r['label'] for r in records], np.int32))
-  return np.concatenate(image_batches), np.concatenate(label_batches)
 
 
 def _write_npz_atomically(path: str, **arrays: np.ndarray) -> None:

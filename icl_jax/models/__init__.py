@@ -43,6 +43,24 @@ class ModelEntry(NamedTuple):
   # The compute dtypes it serves (config.model.dtype; DTYPES); parameters are float32.
   dtypes: tuple[str, ...] = ('float32',)
 
+  def check(self, config: ml_collections.ConfigDict) -> str | None:
+    """What this model asks of a config (config.validate calls it): the problem and its
+    fix, or None."""
+    m, prompt = config.model, config.task.prompt
+    if prompt not in self.prompts:
+      # Only the recurrent models serve fewer than all prompts: a state cannot hide a
+      # token from the tokens after it.
+      return (f'config.model.name={m.name!r} is recurrent and cannot serve the {prompt!r} '
+              f'prompt (its query tokens must stay hidden from later tokens); use '
+              f'--config.task.prompt={" or ".join(self.prompts)}.')
+    if m.dtype not in self.dtypes:
+      return (f'config.model.name={m.name!r} computes in {" or ".join(self.dtypes)} only; '
+              f'set --config.model.dtype={self.dtypes[0]} (bfloat16 is the transformer\'s).')
+    if m.attention == 'cudnn' and m.dtype != 'bfloat16':
+      return ('config.model.attention=\'cudnn\' needs --config.model.dtype=bfloat16 (cuDNN\'s '
+              'fused attention takes 16-bit inputs); or use \'auto\'.')
+    return None
+
 
 def _mlp_state_size(m: ModelConfig, max_len: int, in_features: int | None) -> int:
   if in_features is None:

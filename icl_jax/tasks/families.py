@@ -18,7 +18,7 @@ squared error of a regression family (linear: D, Garg et al.'s "normalised by d"
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from icl_jax.tasks import functions
 from icl_jax.tasks import gp
@@ -41,6 +41,9 @@ class Family(NamedTuple):
   reads_dataset: bool = False
   # What figures and tables call the family's tasks (a dataset's name where it reads one).
   title: str = ''
+  # What this family asks of config.task beyond each field's own check: the problem and
+  # its fix (one line), or None (config.validate calls it).
+  check: Callable[[Any], str | None] | None = None
 
   @property
   def uses_curriculum(self) -> bool:
@@ -71,8 +74,28 @@ def _not_regression(options: TaskOptions) -> float:
   return 1.0
 
 
-def _regression(sample, y_variance, title) -> Family:
-  return Family('regression', sample, _one_output, y_variance, title=title)
+def _regression(sample, y_variance, title, check=None) -> Family:
+  return Family('regression', sample, _one_output, y_variance, title=title, check=check)
+
+
+def _sparsity_within_dim(t) -> str | None:
+  if t.sparsity <= t.dim:
+    return None
+  return (f'config.task.sparsity={t.sparsity} exceeds config.task.dim={t.dim}: a '
+          f'{t.family} task picks that many of the dim coordinates; lower it.')
+
+
+def _tree_depth(t) -> str | None:
+  if t.tree_depth <= 16:
+    return None
+  return (f'config.task.tree_depth={t.tree_depth} would give 2**{t.tree_depth} leaves per '
+          f'task; use at most 16 (Garg et al. use 4).')
+
+
+def _two_classes(t) -> str | None:
+  if t.num_classes >= 2:
+    return None
+  return f'config.task.num_classes must be >= 2 for recall, got {t.num_classes!r}.'
 
 
 # Insertion order is the order the config's error messages list them in.
@@ -81,17 +104,17 @@ FAMILIES: dict[str, Family] = {
                         reads_dataset=True),
     'linear': _regression(functions.sample_linear, _dim_variance, 'linear functions'),
     'sparse_linear': _regression(functions.sample_sparse_linear, _sparsity_variance,
-                                 'sparse linear functions'),
+                                 'sparse linear functions', _sparsity_within_dim),
     # E[y^2] = E|x|^2 = D by the sqrt(2/hidden) scale, for any number of hidden units.
     'relu2nn': _regression(functions.sample_relu2nn, _dim_variance, '2-layer ReLU networks'),
     'tree': _regression(functions.sample_tree, _unit_variance,  # y is a N(0, 1) leaf.
-                        'decision trees'),
+                        'decision trees', _tree_depth),
     'gp': _regression(gp.sample_gp, _unit_variance, 'GP-prior functions'),  # k(x, x) = 1.
     'parity': Family('classification', parity.sample_parity, lambda options: 2,
-                     _not_regression, title='sparse parities'),
+                     _not_regression, title='sparse parities', check=_sparsity_within_dim),
     'recall': Family('classification', recall.sample_recall,
                      lambda options: options.num_classes, _not_regression,
-                     title='associative recall'),
+                     title='associative recall', check=_two_classes),
 }
 
 # The families that need nothing but TaskOptions (every sampler takes the same keywords).

@@ -1,4 +1,4 @@
-"""Sweeps: an experiment's `sweep(add, arg)` expanded into points, workdirs and groups.
+"""A sweep's plan: an experiment's `sweep(add, arg)` expanded into points, workdirs and groups.
 
 An experiment file may define
 
@@ -23,16 +23,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import os
 import re
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import ml_collections
 
 from icl_jax import config as config_lib
+from icl_jax import experiment
 from icl_jax import fields as fields_lib
 from icl_jax import files
 from icl_jax import status as status_lib
@@ -49,68 +49,6 @@ class Point:
   overrides: dict[str, Any]
   config: ml_collections.ConfigDict
   workdir: str  # Absolute.
-
-
-# ---------------------------------------------------------------------------------------
-# Experiment files
-# ---------------------------------------------------------------------------------------
-def split_config_arg(config_arg: str) -> tuple[str, str | None]:
-  """'experiments/x.py:a=1,b' -> ('experiments/x.py', 'a=1,b')."""
-  path, _, arg = config_arg.partition(':')
-  return path, (arg or None)
-
-
-def experiments_dir() -> str:
-  """The experiment files shipped with icl_jax: the installed icl_jax.experiments, or a
-  checkout's experiments/."""
-  try:
-    import icl_jax.experiments as shipped  # pylint: disable=g-import-not-at-top
-    return os.path.dirname(os.path.abspath(shipped.__file__))
-  except ImportError:  # A checkout whose editable install predates the package.
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        'experiments')
-
-
-def resolve_config_arg(config_arg: str) -> str:
-  """`path[:args]` for a --config value: a file that exists, or a path, stays as it is; a
-  bare name (`gpicl_digits:smoke`) is an experiment file shipped with icl_jax."""
-  path, arg = split_config_arg(config_arg)
-  if os.path.exists(path) or '/' in path or os.sep in path or path.endswith('.py'):
-    return config_arg
-  shipped = os.path.join(experiments_dir(), f'{path}.py')
-  if not os.path.isfile(shipped):
-    return config_arg  # Loading it names the missing file.
-  return shipped + (f':{arg}' if arg is not None else '')
-
-
-def experiment_names() -> list[str]:
-  return sorted(n[:-3] for n in os.listdir(experiments_dir())
-                if n.endswith('.py') and not n.startswith('_'))
-
-
-def load_module(path: str):
-  if not os.path.isfile(path):
-    raise UserError(f'Config file {path!r} does not exist. Pass --config=path/to/experiment.py'
-                    f'[:args], e.g. experiments/phase_transition_digits.py.')
-  spec = importlib.util.spec_from_file_location(
-      f'icl_jax_experiment_{hashlib.sha1(path.encode()).hexdigest()[:8]}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not callable(getattr(module, 'get_config', None)):
-    raise UserError(f'Config file {path!r} defines no get_config(). An experiment file defines '
-                    f'get_config(arg=None) returning a ConfigDict; see experiments/gpicl_digits.py.')
-  return module
-
-
-def collect(sweep_fn: Callable[..., Any], arg: str | None) -> list[dict[str, Any]]:
-  """The overrides of every `add(**overrides)` call, in call order."""
-  calls = []
-
-  def add(**overrides):
-    calls.append({k.removeprefix('config.'): v for k, v in overrides.items()})
-
-  sweep_fn(add, arg)
-  return calls
 
 
 # ---------------------------------------------------------------------------------------
@@ -168,13 +106,13 @@ def expand(config_arg: str, root: str,
   `cmdline_config`: the experiment's config with --config.* overrides already applied
   (they apply to every point; a point's own overrides win).
   """
-  path, arg = split_config_arg(config_arg)
-  module = load_module(path)
+  path, arg = experiment.split_config_arg(config_arg)
+  module = experiment.load_module(path)
   if not callable(getattr(module, 'sweep', None)):
     raise UserError(f'Config file {path!r} defines no sweep(add, arg=None). Add one that calls '
                     f'add(**overrides) once per point; see experiments/phase_transition_digits.py.')
   base = cmdline_config if cmdline_config is not None else module.get_config(arg)
-  calls = collect(module.sweep, arg)
+  calls = experiment.collect(module.sweep, arg)
   if not calls:
     raise UserError(f'The sweep of {config_arg!r} expands to zero points: its sweep() never '
                     f'called add(). Check the loops and the experiment arguments.')
@@ -236,13 +174,6 @@ def point_status(point: Point) -> str:
   return status_lib.run_state(point.workdir, point.config.train.steps)
 
 
-def subroot_name(config_arg: str) -> str:
-  """`experiments/x.py:a=1` -> 'x-a=1': where --subroot puts a sweep inside a used root."""
-  path, arg = split_config_arg(config_arg)
-  stem = os.path.splitext(os.path.basename(path))[0]
-  return re.sub(r'[^A-Za-z0-9.=,_+-]', '_', f'{stem}-{arg}' if arg else stem)
-
-
 def check_root_owner(root: str, config_arg: str) -> None:
   """UserError if `root` holds the sweep of another experiment or argument: a sweep root
   belongs to one, so a launch never replaces another sweep's manifest, summary or figures.
@@ -251,7 +182,7 @@ def check_root_owner(root: str, config_arg: str) -> None:
   manifest = files.read_json(os.path.join(root, SWEEP_FILE))
   if not isinstance(manifest, dict):
     return
-  path, arg = split_config_arg(config_arg)
+  path, arg = experiment.split_config_arg(config_arg)
   theirs_path, theirs_arg = str(manifest.get('experiment')), manifest.get('arg') or None
   if (os.path.basename(theirs_path), theirs_arg) == (os.path.basename(path), arg):
     return
@@ -260,7 +191,7 @@ def check_root_owner(root: str, config_arg: str) -> None:
       f'Sweep root {root} holds the sweep of {theirs} ({len(manifest.get("points", []))} '
       f'points); launching {config_arg} there would replace its manifest and report. Pass '
       f'another --root, or add --subroot to put this sweep in '
-      f'{os.path.join(root, subroot_name(config_arg))}.')
+      f'{os.path.join(root, experiment.subroot_name(config_arg))}.')
 
 
 def new_launch_id() -> str:
@@ -287,8 +218,8 @@ def write_manifest(root: str, config_arg: str, points: Sequence[Point],
                {'name': p.name, 'overrides': p.overrides, 'config': p.config.to_dict()})
   launch_id = launch_id or new_launch_id()
   manifest = {
-      'launch': launch_id, 'experiment': split_config_arg(config_arg)[0],
-      'arg': split_config_arg(config_arg)[1], 'backend': backend,
+      'launch': launch_id, 'experiment': experiment.split_config_arg(config_arg)[0],
+      'arg': experiment.split_config_arg(config_arg)[1], 'backend': backend,
       'points': [{'name': p.name, 'workdir': os.path.relpath(p.workdir, root),
                   'overrides': p.overrides} for p in points],
       'groups': [[os.path.relpath(p.workdir, root) for p in g] for g in groups],

@@ -1,0 +1,108 @@
+"""Extension points are one file each: a baseline and a dataset source written in a
+temporary directory, outside the package, named in ICL_JAX_PLUGINS, and used end to end
+by the commands users run (training on the source, meta-testing with the baseline)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from icl_jax import plugins
+from icl_jax.errors import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TOY_BASELINE = '''
+"""Always predicts class 0: a learner in one file."""
+import jax.numpy as jnp
+from icl_jax.baselines import registry
+
+
+def predict_first_class(x_BxTxD, y_BxT, num_classes):
+  scores_BxTxC = jnp.zeros(y_BxT.shape + (num_classes,), jnp.float32)
+  return scores_BxTxC.at[..., 0].set(1.0)
+
+
+registry.register(registry.Baseline('first_class', 'always class 0',
+                                    registry.CLASSIFICATION, predict_first_class))
+'''
+
+TOY_SOURCE = '''
+"""toy:NAME, two classes of 8x8 images (bright left half, bright right half): a dataset
+source in one file. The split sizes come from NAME's length, so the data is reproducible."""
+import numpy as np
+from icl_jax.data import sources
+
+
+def read(path, split, image_shape):
+  n = 120 if split == 'train' else 60
+  rng = np.random.default_rng(len(path) + (split == 'test'))
+  y_N = rng.integers(0, 2, n).astype(np.int32)
+  images_NxHxWx1 = rng.uniform(0, 64, (n, 8, 8, 1)).astype(np.uint8)
+  images_NxHxWx1[y_N == 0, :, :4] += 128
+  images_NxHxWx1[y_N == 1, :, 4:] += 128
+  return images_NxHxWx1, y_N, 2
+
+
+sources.register(sources.Kind(
+    prefix='toy', doc='two classes of synthetic 8x8 images', splits=lambda path: ['test', 'train'],
+    read=read, fingerprint=lambda path: 'v1', layout='It has train and test.'))
+'''
+
+
+def _env(tmp_path, data_dir):
+  baseline, source = tmp_path / 'toy_baseline.py', tmp_path / 'toy_source.py'
+  baseline.write_text(TOY_BASELINE)
+  source.write_text(TOY_SOURCE)
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1',
+             TFDS_DATA_DIR=data_dir)
+  env[plugins.ENV] = f'{baseline},{source}'
+  return env
+
+
+def _run(module, args, env):
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_a_baseline_and_a_dataset_source_from_plugin_files(data_dir, tmp_path):
+  env = _env(tmp_path, data_dir)
+  workdir = str(tmp_path / 'run')
+  out = _run('icl_jax.main', ['--config', 'experiments/gpicl_digits.py:smoke', '--workdir',
+                              workdir, '--config.data.dataset=toy:blobs',
+                              '--config.train.steps=20'], env)
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(os.path.join(workdir, 'status.json')) as f:
+    assert json.load(f)['status'] == 'done'
+  out = _run('icl_jax.evaluate', ['--workdir', workdir, '--num_tasks_eval', '32',
+                                  '--baselines', 'first_class,knn'], env)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'first_class' in out.stdout  # A row of the table.
+  with open(os.path.join(workdir, 'eval', '20', 'results.json')) as f:
+    results = json.load(f)['results']
+  first_class = results['unseen']['first_class']['mean']
+  assert abs(sum(first_class) / len(first_class) - 0.5) < 0.2  # 2 classes, permuted labels.
+  assert set(results['unseen']) == {'transformer', 'first_class', 'knn'}
+
+
+def test_a_plugin_that_fails_is_one_line_naming_its_file_and_line(tmp_path, monkeypatch):
+  bad = tmp_path / 'bad_plugin.py'
+  bad.write_text('x = 1\nraise RuntimeError("no GPU here")\n')
+  monkeypatch.setenv(plugins.ENV, str(bad))
+  with pytest.raises(UserError, match=re.escape(f'{bad}:2: RuntimeError: no GPU here')):
+    plugins.load()
+  monkeypatch.setenv(plugins.ENV, str(tmp_path / 'missing.py'))
+  with pytest.raises(UserError, match='is not a file'):
+    plugins.load()
+
+
+def test_the_cli_names_a_bad_plugin_in_one_line(data_dir, tmp_path):
+  env = dict(os.environ, **{plugins.ENV: 'no_such_module_for_icl_jax'})
+  out = _run('icl_jax.evaluate', ['--workdir', str(tmp_path)], env)
+  assert out.returncode == 2 and 'Traceback' not in out.stderr
+  assert out.stderr.strip().splitlines()[-1].startswith(
+      "error: Plugin 'no_such_module_for_icl_jax' (from $ICL_JAX_PLUGINS) failed to import")
