@@ -52,20 +52,21 @@ from typing import Any, Callable
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
+# pylint: disable=g-import-not-at-top,wrong-import-position  (icl_jax from this checkout)
+import jax
+import ml_collections
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import ml_collections  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from icl_jax import api  # pylint: disable=g-import-not-at-top,wrong-import-position
-from icl_jax import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from icl_jax import data  # pylint: disable=g-import-not-at-top,wrong-import-position
-from icl_jax import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from icl_jax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
-from icl_jax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
-from icl_jax import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
-from icl_jax import tasks  # pylint: disable=g-import-not-at-top,wrong-import-position
-from icl_jax import workload as workload_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from icl_jax.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
+from icl_jax import api
+from icl_jax import config as config_lib
+from icl_jax import data
+from icl_jax import evaluator as evaluator_lib
+from icl_jax import sharding
+from icl_jax import steps
+from icl_jax import sweep
+from icl_jax import tasks
+from icl_jax import workload as workload_lib
+from icl_jax.errors import UserError
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 PLATFORMS = ('cuda', 'tpu', 'rocm', 'cpu')
 PROGRAMS = ('train_step', 'group_vmap', 'group_map', 'evaluate', 'sample', 'logits')
@@ -97,7 +98,8 @@ def cudnn_presence_bypass():
     yield reason
     return
   # Private JAX, confined here: the check reads the CUDA plugin's cuDNN version.
-  from jax._src.cudnn import fused_attention_stablehlo as fused  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from jax._src.cudnn import fused_attention_stablehlo as fused
   original = fused.check_cudnn_version
   fused.check_cudnn_version = lambda: ASSUMED_CUDNN_VERSION
   try:
@@ -175,7 +177,8 @@ def programs(config: ml_collections.ConfigDict, names=PROGRAMS, num_runs: int = 
     out['sample'] = (jax.jit(lambda key, run, x, y: spec.sample(key, run, x, y, batch)),
                      (jax.random.key(0), run, x_NxD, y_N))
   if 'logits' in names:
-    out['logits'] = (functools.partial(api._logits, spec), (params, episode))  # pylint: disable=protected-access
+    logits = api._logits  # pylint: disable=protected-access  (icl_jax.load's compiled program)
+    out['logits'] = (functools.partial(logits, spec), (params, episode))
   return out
 
 

@@ -1,5 +1,7 @@
 """The Transformer reads only what its prompt format allows."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -157,3 +159,31 @@ def test_bfloat16_run_trains_like_the_float32_run(data_dir):
   gap = np.abs(curves['bfloat16'] - curves['float32'])
   assert gap.max() < 0.05, gap
   assert curves['bfloat16'][-5:].mean() < 0.7 * curves['bfloat16'][:5].mean(), curves
+
+
+_ON_NVIDIA = jax.default_backend() == 'gpu' and 'nvidia' in jax.devices()[0].device_kind.lower()
+
+
+@pytest.mark.skipif(not _ON_NVIDIA, reason='cuDNN\'s attention runs on an NVIDIA GPU '
+                                           '(benchmarks/device_check.py runs this file there)')
+def test_cudnn_attention_matches_xlas_on_the_gpu():
+  """The fused kernel that 'auto' picks on CUDA computes XLA's attention, forward and
+  backward, at the paper's head shape (T = 100, 8 heads of 32) in bfloat16; and the
+  compiled 'auto' program really calls it."""
+  kq, kk, kv, kw = jax.random.split(jax.random.key(0), 4)
+  q, k, v, w = (jax.random.normal(key, (4, 100, 8, 32), jnp.bfloat16) for key in (kq, kk, kv, kw))
+  mask_SxS = jnp.asarray(tasks.attention_mask('gpicl', 100))
+
+  def loss(impl, q, k, v):
+    out = models.transformer.attend(q, k, v, mask_SxS, impl)
+    return (out.astype(jnp.float32) * w.astype(jnp.float32)).sum(), out
+
+  results = {}
+  for impl in ('xla', 'cudnn'):
+    (_, out), grads = jax.jit(jax.value_and_grad(functools.partial(loss, impl), (0, 1, 2),
+                                                 has_aux=True))(q, k, v)
+    results[impl] = [out, *grads]
+  for ours, theirs in zip(results['cudnn'], results['xla']):
+    np.testing.assert_allclose(np.float32(ours), np.float32(theirs), atol=0.05, rtol=0.05)
+  auto = jax.jit(lambda q: models.transformer.attend(q, k, v, mask_SxS, 'by_platform'))
+  assert '__cudnn$fmha' in auto.lower(q).compile().as_text()
