@@ -54,8 +54,10 @@ DEVICES = {
 FLOPS_EFFICIENCY = (0.3, 0.6)
 MEMORY_EFFICIENCY = (0.5, 0.8)
 # Seconds a kernel costs beyond its work (launch, the gap to the next, a tail of idle
-# units): a GPU without CUDA graphs; a TPU runs one program, with a smaller cost per op.
-LAUNCH_S = {'gpu': (2e-6, 5e-6), 'tpu': (0.5e-6, 2e-6)}
+# units): on a GPU about 1 us where XLA replays its kernels as CUDA graphs (command
+# buffers), 4 us where the host issues each one; a TPU runs one program, with a smaller
+# cost per op.
+LAUNCH_S = {'gpu': (1e-6, 4e-6), 'tpu': (0.5e-6, 2e-6)}
 # HLO instructions that launch nothing: values, views and bookkeeping.
 _FREE = frozenset(('parameter', 'constant', 'get-tuple-element', 'tuple', 'bitcast',
                    'after-all', 'partition-id', 'replica-id', 'opt-barrier', 'add-dependency'))
