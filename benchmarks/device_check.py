@@ -2,10 +2,12 @@ r"""One prepared command for a machine with one NVIDIA GPU and no internet: issu
 
   bash benchmarks/device_wheels.sh                  # here, with PyPI: .device_wheels/ (~13 MB)
   python3 benchmarks/device_check.py --out $OUT     # there: device tool, carry=[".device_wheels"]
-  python3 benchmarks/device_check.py --cpu          # the same parts on a CPU, tiny: ~80 s
+  python3 benchmarks/device_check.py --cpu          # the same parts on a CPU, tiny: ~1 min
 
-`--cpu` took 79 s on this 2-core machine with other jobs running (its budgets cap it at
-220 s); on the GPU the budgets add up to 340 s.
+`--cpu` took 58 s and 79 s on this 2-core machine with other jobs running (load 6 to 13);
+its budgets cap it at 270 s, and a machine loaded far beyond its cores (load 15 here) can
+push parts past them (it then reports those parts failed). On the GPU the budgets add up
+to 340 s.
 
 The GPU machine has Python 3.12, jax with its CUDA plugin, flax, optax, orbax-checkpoint,
 chex, scikit-learn and pytest, but none of the project's other dependencies. This script
@@ -86,8 +88,8 @@ class Mode:
     self.cpu = cpu
     # At most 6 minutes on the GPU, so that the check runs twice in a 15-minute rental
     # with the machine's start; the parts' budgets add up to the total.
-    self.total_s = 220 if cpu else 340
-    self.budget_s = (dict(setup=30, tests=40, throughput=60, sweep=45, train=45) if cpu else
+    self.total_s = 270 if cpu else 340
+    self.budget_s = (dict(setup=30, tests=40, throughput=75, sweep=60, train=60) if cpu else
                      dict(setup=40, tests=80, throughput=100, sweep=40, train=80))
     self.tests = CPU_TESTS if cpu else GPU_TESTS
     # throughput: matmul size, steps per timed window, windows, seconds of timed steps a row.
@@ -96,9 +98,10 @@ class Mode:
     # The rows in order of interest, each with its deadline in seconds (compiling
     # included): a row past it is stopped and reported, and the next one starts.
     self.rows = (
-        [('matmul_peak', 10), ('gpicl_paper_784/float32', 12),
-         ('gpicl_paper_784/bfloat16', 12), ('garg_tiny/float32', 10),
-         ('garg_tiny/bfloat16', 10)] if cpu else
+        # On a CPU shared with other jobs (the test suite's), few and generous: the plumbing
+        # of both configs and both dtypes is what counts there.
+        [('matmul_peak', 25), ('gpicl_paper_784/float32', 30), ('garg_tiny/bfloat16', 30)]
+        if cpu else
         [('matmul_peak', 12), ('gpicl_paper_784/bfloat16', 25),
          ('gpicl_paper_784/float32', 20), ('garg_small/bfloat16', 15),
          ('garg_tiny/bfloat16', 12), ('garg_tiny/float32', 10)])

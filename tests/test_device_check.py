@@ -67,7 +67,7 @@ def test_cpu_mode_runs_every_part_with_the_standard_library_alone(tmp_path):
   assert proc.returncode == 0, (proc.stdout[-5000:], proc.stderr[-3000:])
   assert json.loads(imports.read_text()) == []  # The orchestrator: standard library only.
   # Within what the docstring promises (its budgets), with room for the process startups.
-  assert seconds < 220 + 30, seconds
+  assert seconds < 270 + 30, seconds
   with open(os.path.join(out_dir, 'device_check.jsonl')) as f:
     assert f.read().splitlines() == lines
   results = {r['part']: r for r in records if 'status' in r}
@@ -87,13 +87,12 @@ def test_cpu_mode_runs_every_part_with_the_standard_library_alone(tmp_path):
 
   rows = {r['row']: r for r in results['throughput']['rows']}
   assert rows['matmul_peak']['peaks']['float32'] > 0
-  for name in ('gpicl_paper_784', 'garg_tiny'):
-    for dtype in ('float32', 'bfloat16'):
-      row = rows[f'{name}/{dtype}']
-      assert row['steps_per_sec'] > 0 and row['examples_per_sec'] > 0 and 0 < row['mfu'] < 1
-      band = row['roofline']  # The GPU's prediction, computed here for the H100.
-      assert band['device'] == 'h100' and band['kernels'] > 0 and band['flops'] > 0
-      assert 0 < band['steps_per_sec_low'] <= band['steps_per_sec_high']
+  for name in ('gpicl_paper_784/float32', 'garg_tiny/bfloat16'):
+    row = rows[name]
+    assert row['steps_per_sec'] > 0 and row['examples_per_sec'] > 0 and 0 < row['mfu'] < 1
+    band = row['roofline']  # The GPU's prediction, computed here for the H100.
+    assert band['device'] == 'h100' and band['kernels'] > 0 and band['flops'] > 0
+    assert 0 < band['steps_per_sec_low'] <= band['steps_per_sec_high']
   # Row lines were printed as they were measured, before the part's result.
   assert {r['row'] for r in records if r['part'] == 'throughput' and 'row' in r} == set(rows)
 
@@ -112,7 +111,7 @@ def test_cpu_mode_runs_every_part_with_the_standard_library_alone(tmp_path):
 @pytest.mark.slow
 def test_a_row_past_its_deadline_is_stopped_and_reported_and_the_next_rows_run(tmp_path):
   """The paper's fp32 row gets 1 s, less than its compile takes: it is stopped (its child
-  killed), reported as such, and a fresh child measures the rows after it."""
+  killed), reported as such, and a fresh child measures the row after it."""
   imports = tmp_path / 'imports.json'
   proc = run_stdlib_only(['--cpu', '--parts', 'throughput',
                           '--deadlines', 'gpicl_paper_784/float32=1'], imports, timeout=300)
@@ -121,11 +120,10 @@ def test_a_row_past_its_deadline_is_stopped_and_reported_and_the_next_rows_run(t
   part = next(r for r in records if r['part'] == 'throughput' and 'status' in r)
   assert part['status'] == 'failed' and 'gpicl_paper_784/float32' in part['error']
   rows = {r['row']: r for r in part['rows']}
-  assert list(rows) == ['matmul_peak', 'gpicl_paper_784/float32', 'gpicl_paper_784/bfloat16',
-                        'garg_tiny/float32', 'garg_tiny/bfloat16']
+  assert list(rows) == ['matmul_peak', 'gpicl_paper_784/float32', 'garg_tiny/bfloat16']
   assert rows['gpicl_paper_784/float32']['error'] == (
       'stopped: row gpicl_paper_784/float32 ran past its deadline of 1.0 s')
-  assert all(rows[r]['steps_per_sec'] > 0 for r in list(rows)[2:])
+  assert rows['garg_tiny/bfloat16']['steps_per_sec'] > 0
   assert json.loads(imports.read_text()) == []
 
 
