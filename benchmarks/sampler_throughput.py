@@ -8,7 +8,11 @@ One JSON line per config: episodes/s of the on-device sampler (one jit-ed call d
 training batch, as inside train_step), episodes/s of a vectorised numpy version of the
 same sampling on the host, their ratio, and the sampler's share of a training step (its
 time per batch over the framework step's time per step for the same config); for the GPICL
-configs also the time of the projections' draws alone (B of D x D, `draws_ms_per_batch`).
+configs also the time of the projections' draws alone (B of D x D, `draws_ms_per_batch`),
+and FLOPs by XLA's cost analysis of the lowered programs (every elementwise operation of
+the hash counts): the sampler's, the step's (sampler included), the sampler's share, and
+`projection_matmul_flops`, the 2 B T D^2 of applying the projections, which no way of
+drawing them removes.
   gpicl_digits  the GPICL task family on the embedded digits: B = 64, T = 50, D = 64
                 (experiments/gpicl_digits.py); per episode a task's projection and label
                 permutation, T examples drawn, projected and relabelled.
@@ -82,6 +86,16 @@ def group_step(config, wl):
   return run
 
 
+def flops_shares(config, wl, sample) -> dict:
+  """The sampler's FLOPs, the step's (a group of one, sampler included) and the share."""
+  program = common.group_program([config], wl)
+  step = program.step.lower(program.state, *program.inputs).cost_analysis()['flops']
+  sampler = sample.lower(jax.random.key(0)).cost_analysis()['flops']
+  b, t, d = config.train.batch_size, config.task.seq_len, wl.num_features
+  return {'sampler_flops': sampler, 'step_flops': step, 'sampler_flops_share': sampler / step,
+          'projection_matmul_flops': 2 * b * t * d * d}
+
+
 def numpy_projected(rng: np.random.Generator, x_NxD: np.ndarray, y_N: np.ndarray, batch: int,
                     seq_len: int, num_tasks: int, num_classes: int):
   """The GPICL sampler in numpy, vectorised over the batch (the fastest host version)."""
@@ -133,7 +147,8 @@ def measure(name: str, args) -> dict:
                                 args.windows, args.budget)
     record.update(projection=config.task.projection, num_features=d,
                   draws_ms_per_batch=1e3 * batch / draws_rate['median'],
-                  draws_cpu_ms_per_batch=1e3 * batch * draws_rate['cpu_s_per_item'])
+                  draws_cpu_ms_per_batch=1e3 * batch * draws_rate['cpu_s_per_item'],
+                  **flops_shares(config, wl, sample))
   elif name == 'garg_linear':
     try:
       from icl_jax.tasks import families  # pylint: disable=g-import-not-at-top
@@ -177,6 +192,10 @@ def measure(name: str, args) -> dict:
       'sampler_ms_per_batch': 1e3 * sampler_s,
       'step_config': step_name, 'step_ms': 1e3 / step_rate['median'],
       'sampler_share_of_step': sampler_s * step_rate['median'],
+      # Process CPU time, which other jobs on the machine disturb less than wall time.
+      'step_cpu_ms': 1e3 * step_rate['cpu_s_per_item'],
+      'sampler_cpu_share_of_step': batch * device['cpu_s_per_item'] /
+                                   step_rate['cpu_s_per_item'],
       'windows': args.windows,
   })
   return common.rounded(record)

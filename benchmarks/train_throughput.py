@@ -87,6 +87,14 @@ def model_flops(config: ml_collections.ConfigDict, in_features: int, out_feature
 
 def framework_step(config: ml_collections.ConfigDict):
   """(step(i) -> metrics, num_features, num_classes): the group step of `icl_jax.train`."""
+  run, program, _ = framework_program(config)
+  return run, program.spec.num_features + program.spec.num_classes, program.spec.num_classes
+
+
+def framework_program(config: ml_collections.ConfigDict):
+  """(step(i) -> metrics, program, live()): framework_step's step, the bench_common.
+  GroupProgram it runs, and live() -> the state it would step next (the program's first
+  state is donated by the first step)."""
   config_lib.validate(config, jax.device_count(), 1)
   program = common.group_program([config])
   holder = {'state': program.state}
@@ -96,7 +104,7 @@ def framework_step(config: ml_collections.ConfigDict):
     holder['state'], metrics = program.step(holder['state'], *program.inputs)
     return metrics
 
-  return run, program.spec.num_features + program.spec.num_classes, program.spec.num_classes
+  return run, program, lambda: holder['state']
 
 
 def measure(name: str, args, peak: float, dtype: str = 'float32') -> dict:

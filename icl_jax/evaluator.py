@@ -164,6 +164,12 @@ class Evaluator:
         self._baselines[name] = jax.jit(lambda ep, fn=fn: score(call(fn, ep), ep),
                                         out_shardings=replicated)
 
+  @property
+  def model_scores(self) -> Callable[[Any, tasks.Episode], jax.Array]:
+    """The compiled program that scores the model, (params, episode) -> score_BxT: what
+    benchmarks/lowering.py lowers for other platforms."""
+    return self._model
+
   def episodes(self, eval_set: EvalSet, run: steps.Run) -> list[tasks.Episode]:
     """The episodes of one set for one run (its seed's keys and its task pool)."""
     set_key = rng.fold_in_name(run.eval_key, eval_set.name)

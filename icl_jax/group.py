@@ -148,5 +148,6 @@ class Group:
       per_device.append(self._slice(shards, r % self.runs_per_device))
     return jax.tree.unflatten(treedef, [
         jax.make_array_from_single_device_arrays(leaf.shape[1:], target,
-                                                 [sliced[i] for sliced in per_device])
+                                                 [sliced[i] for sliced in per_device],
+                                                 dtype=leaf.dtype)
         for i, leaf in enumerate(leaves)])

@@ -250,14 +250,17 @@ FIELDS: tuple[Field, ...] = (
     F('task.proj_scale', 1.0, 'projection entries ~ N(0, proj_scale / Nx)', _proj_scale, VALUE,
       hparam='proj_scale'),
     F('task.projection', 'threefry', 'how projections are drawn from each task\'s key: '
-      '`threefry` (`jax.random.normal`, the stream of every earlier run, bit for bit) or '
-      '`threefry_fast` (the same Threefry-2x32 hash unrolled, both words of a block used: ~5x '
-      'cheaper draws on a CPU, a different stream, so opt in for new runs). A run cannot '
-      'resume with the other value', one_of(_projections), legacy='threefry'),
+      '`threefry` (`jax.random.normal`\'s stream, that of every earlier run, bit for bit, '
+      'computed with the hash unrolled: ~3.5x cheaper on a CPU than jax\'s own loop) or '
+      '`threefry_fast` (the same Threefry-2x32 hash, both words of a block used: another ~1.5x, '
+      'a different stream, so opt in for new runs; see Benchmarks). A run cannot resume with '
+      'the other value', one_of(_projections), legacy='threefry'),
     F('task.distinct_examples', True, '`True`: an episode\'s T examples are T different rows '
-      'of the split. `False`: drawn with replacement, as every run did before this field '
-      'existed (a stored config without it restores as `False`). A run cannot resume with the '
-      'other value', _boolean, legacy=False),
+      'of the split (Floyd\'s algorithm without a loop: a few array operations, O(T log T) per '
+      'episode, the same indices as the loop it replaced). `False`: drawn with replacement, as '
+      'every run did before this field existed; a stored config without it restores as '
+      '`False`, so old runs evaluate as they trained. A run cannot resume with the other value '
+      '(the error names the flag that resumes it)', _boolean, legacy=False),
     F('task.bias_fraction', 0.0, 'share of each batch with the identity label permutation '
       '(the paper\'s plateau intervention)', unit_interval(closed=True), VALUE,
       hparam='bias_fraction'),
@@ -299,8 +302,11 @@ FIELDS: tuple[Field, ...] = (
     F('model.dtype', 'float32', 'compute dtype, `float32` or `bfloat16` (the transformer\'s); '
       'parameters, gradients, Adam\'s moments, logits and the loss stay float32',
       one_of(_dtypes), legacy='float32'),
-    F('model.attention', 'auto', '`auto` (cuDNN\'s fused kernel on a GPU for bfloat16 and a '
-      'causal prompt, XLA elsewhere), `xla` or `cudnn`', one_of(_attention), legacy='auto'),
+    F('model.attention', 'auto', '`auto` (bfloat16 with a causal prompt: cuDNN\'s fused '
+      'kernel where the program is lowered for CUDA, XLA\'s for the CPU, TPU and ROCm, chosen '
+      'by `lax.platform_dependent`, not by the host; otherwise XLA\'s), `xla` or `cudnn` '
+      '(refused at build time for float32 or a non-causal prompt, and while tracing where jax '
+      'has no cuDNN)', one_of(_attention), legacy='auto'),
     # --- train ---
     F('train.steps', 1000, 'training steps', count(), RESUMABLE),
     F('train.batch_size', 128, 'episodes per step, global: split over the mesh\'s data axis',

@@ -252,8 +252,10 @@ def train_step(state: State, run: Run, x_NxD: Any, y_N: jax.Array, *, spec: Spec
   params = optax.apply_updates(state['params'], updates)
   metrics = {
       'loss': loss,
-      'grad_norm': optax.global_norm(grads),
-      'param_norm': optax.global_norm(params),  # Non-finite params show up here too.
+      # optax.tree.norm: what the deprecated optax.global_norm calls (optax >= 0.2.7), so the
+      # logged figures are the same bits.
+      'grad_norm': optax.tree.norm(grads),
+      'param_norm': optax.tree.norm(params),  # Non-finite params show up here too.
   }
   if not spec.regression:
     metrics['accuracy'] = (logits_BxTxC.argmax(-1) == episode.y_BxT).mean()

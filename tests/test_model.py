@@ -1,5 +1,7 @@
 """The Transformer reads only what its prompt format allows."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,7 @@ from flax import nnx
 from icl_jax import models
 from icl_jax import tasks
 from icl_jax.config import base_config
+from icl_jax.errors import UserError
 
 D, C, T = 6, 4, 8
 
@@ -76,25 +79,37 @@ def test_causal_and_masked_attention_agree():
     np.testing.assert_allclose(np.float32(causal), np.float32(masked), atol=tol, rtol=tol)
 
 
-@pytest.mark.parametrize('requested,dtype,causal,backend,expected', [
-    ('auto', 'bfloat16', True, 'gpu', 'cudnn'),
-    ('auto', 'bfloat16', False, 'gpu', 'xla'),  # context_query's mask is not causal.
-    ('auto', 'float32', True, 'gpu', 'xla'),  # cuDNN's fused kernel takes 16-bit inputs.
-    ('auto', 'bfloat16', True, 'cpu', 'xla'),
-    ('auto', 'bfloat16', True, 'tpu', 'xla'),
-    ('xla', 'bfloat16', True, 'gpu', 'xla'),
-    ('cudnn', 'bfloat16', True, 'gpu', 'cudnn'),
+@pytest.mark.parametrize('requested,dtype,causal,expected', [
+    ('auto', 'bfloat16', True, 'by_platform'),  # cuDNN where lowered for CUDA, else XLA.
+    ('auto', 'bfloat16', False, 'xla'),  # context_query's mask is not causal.
+    ('auto', 'float32', True, 'xla'),  # cuDNN's fused kernel takes 16-bit inputs.
+    ('xla', 'bfloat16', True, 'xla'),
+    ('cudnn', 'bfloat16', True, 'cudnn'),
 ])
-def test_attention_implementation_follows_backend_and_dtype(requested, dtype, causal, backend,
-                                                            expected):
-  assert models.transformer.attention_implementation(requested, dtype, causal,
-                                                     backend) == expected
+def test_attention_implementation_follows_dtype_and_prompt_not_the_host(requested, dtype,
+                                                                        causal, expected):
+  assert models.transformer.attention_implementation(requested, dtype, causal) == expected
 
 
-@pytest.mark.parametrize('dtype,backend', [('bfloat16', 'cpu'), ('float32', 'gpu')])
-def test_explicit_cudnn_where_it_cannot_run_is_refused_at_build(dtype, backend):
-  with pytest.raises(ValueError, match='needs an NVIDIA GPU'):
-    models.transformer.attention_implementation('cudnn', dtype, True, backend)
+@pytest.mark.parametrize('dtype,causal', [('float32', True), ('bfloat16', False)])
+def test_explicit_cudnn_where_it_cannot_compute_the_layer_is_refused_at_build(dtype, causal):
+  with pytest.raises(UserError, match=r"attention='cudnn' needs config\.model\.dtype="
+                                      r"'bfloat16' and a causal prompt"):
+    models.transformer.attention_implementation('cudnn', dtype, causal)
+
+
+def test_auto_attention_on_a_host_without_cudnn_is_xlas_everywhere():
+  """Without cuDNN in the host's jaxlib (this CPU host), 'auto' stages out XLA's attention
+  alone: the bfloat16 program is the one earlier versions built, for every platform."""
+  q = jnp.ones((2, 12, 2, 8), jnp.bfloat16)
+  if models.transformer.cudnn_refusal(q) is None:
+    pytest.skip('this host\'s jaxlib has cuDNN')
+  mask_SxS = jnp.asarray(tasks.attention_mask('gpicl', 12))
+  auto = jax.jit(lambda q: models.transformer.attend(q, q, q, mask_SxS, 'by_platform'))
+  assert 'case' not in auto.lower(q).as_text()  # No platform_dependent.
+  with pytest.raises(UserError, match=r"attention='cudnn' cannot run here \(RuntimeError: "
+                                      r"cuDNN is not detected"):
+    models.transformer.attend(q, q, q, mask_SxS, 'cudnn')
 
 
 def _hlo_and_dtypes(dtype):
@@ -144,3 +159,31 @@ def test_bfloat16_run_trains_like_the_float32_run(data_dir):
   gap = np.abs(curves['bfloat16'] - curves['float32'])
   assert gap.max() < 0.05, gap
   assert curves['bfloat16'][-5:].mean() < 0.7 * curves['bfloat16'][:5].mean(), curves
+
+
+_ON_NVIDIA = jax.default_backend() == 'gpu' and 'nvidia' in jax.devices()[0].device_kind.lower()
+
+
+@pytest.mark.skipif(not _ON_NVIDIA, reason='cuDNN\'s attention runs on an NVIDIA GPU '
+                                           '(benchmarks/device_check.py runs this file there)')
+def test_cudnn_attention_matches_xlas_on_the_gpu():
+  """The fused kernel that 'auto' picks on CUDA computes XLA's attention, forward and
+  backward, at the paper's head shape (T = 100, 8 heads of 32) in bfloat16; and the
+  compiled 'auto' program really calls it."""
+  kq, kk, kv, kw = jax.random.split(jax.random.key(0), 4)
+  q, k, v, w = (jax.random.normal(key, (4, 100, 8, 32), jnp.bfloat16) for key in (kq, kk, kv, kw))
+  mask_SxS = jnp.asarray(tasks.attention_mask('gpicl', 100))
+
+  def loss(impl, q, k, v):
+    out = models.transformer.attend(q, k, v, mask_SxS, impl)
+    return (out.astype(jnp.float32) * w.astype(jnp.float32)).sum(), out
+
+  results = {}
+  for impl in ('xla', 'cudnn'):
+    (_, out), grads = jax.jit(jax.value_and_grad(functools.partial(loss, impl), (0, 1, 2),
+                                                 has_aux=True))(q, k, v)
+    results[impl] = [out, *grads]
+  for ours, theirs in zip(results['cudnn'], results['xla']):
+    np.testing.assert_allclose(np.float32(ours), np.float32(theirs), atol=0.05, rtol=0.05)
+  auto = jax.jit(lambda q: models.transformer.attend(q, k, v, mask_SxS, 'by_platform'))
+  assert '__cudnn$fmha' in auto.lower(q).compile().as_text()

@@ -1,6 +1,7 @@
 """The GPICL sampler and the prompt formats."""
 
 import hashlib
+import math
 
 import jax
 import jax.numpy as jnp
@@ -120,6 +121,61 @@ def test_distinct_indices_draw_every_ordered_pair_equally_often():
   expected = draws / 20
   chi2 = ((observed - expected)**2 / expected).sum()
   assert scipy_special.chdtrc(19, chi2) > 1e-6, (chi2, counts)
+
+
+def _frozen_floyd(key, n, t):
+  """distinct_indices as it was before it was vectorised (Floyd's algorithm as a loop of t
+  steps, then the shuffle), verbatim: the vectorised draw must give these very indices."""
+  draw_key, order_key = jax.random.split(key)
+  j_T = jnp.arange(n - t, n, dtype=jnp.int32)
+  r_T = jax.random.randint(draw_key, (t,), 0, j_T + 1, dtype=jnp.int32)
+
+  def take(i, chosen_T):
+    taken = jnp.any(chosen_T == r_T[i])  # Unfilled slots hold -1, never an index.
+    return chosen_T.at[i].set(jnp.where(taken, j_T[i], r_T[i]))
+
+  chosen_T = jax.lax.fori_loop(0, t, take, jnp.full_like(r_T, -1))
+  return jax.random.permutation(order_key, chosen_T)
+
+
+@pytest.mark.parametrize('n,t', [(1, 1), (5, 2), (7, 7), (10, 9), (60, 50), (200, 12),
+                                 (129, 128), (360, 100), (60_000, 100)])
+def test_distinct_indices_are_floyds_loop_bit_for_bit(n, t):
+  keys = jax.random.split(jax.random.key(n + t), 1000)
+  draw = lambda fn: np.asarray(jax.jit(jax.vmap(fn, in_axes=(0, None, None)),
+                                       static_argnums=(1, 2))(keys, n, t))
+  np.testing.assert_array_equal(draw(projected.distinct_indices), draw(_frozen_floyd))
+  assert projected.distinct_indices(jax.random.key(0), 3, 0).shape == (0,)
+
+
+@pytest.mark.parametrize('n,t', [(6, 3), (5, 5)])
+def test_distinct_indices_draw_every_ordered_tuple_equally_often(n, t):
+  """Uniform without replacement: each of the n! / (n - t)! ordered t-tuples of distinct
+  indices is equally likely (chi-square, 500 draws per tuple expected); no tuple repeats an
+  index. 6 of 3 exercises the chains of taken values that the vectorised draw resolves
+  (r_i hitting an earlier j_k), 5 of 5 every permutation."""
+  tuples = math.perm(n, t)
+  draws = 500 * tuples
+  idx = np.asarray(jax.jit(jax.vmap(projected.distinct_indices, in_axes=(0, None, None)),
+                           static_argnums=(1, 2))(
+                               jax.random.split(jax.random.key(7), draws), n, t))
+  assert all(len(set(row)) == t for row in idx[:5000])
+  codes = (idx * n**np.arange(t)).sum(1)
+  _, counts = np.unique(codes, return_counts=True)
+  assert len(counts) == tuples  # Every ordered tuple occurs.
+  chi2 = ((counts - 500)**2 / 500).sum()
+  assert scipy_special.chdtrc(tuples - 1, chi2) > 1e-6, (chi2, counts)
+
+
+def test_threefry_projection_is_jax_random_normal_bit_for_bit():
+  """'threefry' draws with the hash unrolled: the stream of jax.random.normal, every bit,
+  for a task's D x D and for odd shapes, under vmap (as the sampler draws them) too."""
+  keys = jax.random.split(jax.random.key(11), 8)
+  for shape in [(784, 784), (16, 16), (3, 1001), (1,)]:
+    ours = jax.jit(jax.vmap(lambda k: projected.threefry_normal(k, shape)))(keys)
+    theirs = jax.jit(jax.vmap(lambda k: jax.random.normal(k, shape)))(keys)
+    np.testing.assert_array_equal(ours, theirs)
+  assert projected.NORMALS['threefry'] is projected.threefry_normal
 
 
 def test_distinct_episodes_have_no_repeated_example_and_the_same_tasks(dataset):

@@ -8,9 +8,13 @@ residual stream). Parameters stay float32 (so do the gradients and Adam's moment
 norms reduce in float32, attention's softmax runs in float32, and the read-out layer
 computes the logits in float32, so the loss never sees bfloat16 rounding.
 
-Attention's implementation follows the backend (`attention_implementation`): cuDNN's fused
-kernel on a GPU for bfloat16 with a causal prompt, given `is_causal` rather than a dense
-mask so it skips the masked half; XLA's everywhere else (cuDNN raises on CPU and TPU).
+Attention's implementation follows the platform the program is lowered for, not the host
+that builds it (`attention_implementation`, `attend`): with model.attention='auto', a 16-bit
+layer with a causal prompt holds both cuDNN's fused kernel (given `is_causal` rather than a
+dense mask, so it skips the masked half) and XLA's attention, in
+`jax.lax.platform_dependent`; lowering keeps the first for CUDA and the second for the CPU,
+TPU and ROCm. So a program lowered on a CPU host for a GPU gets cuDNN, and the CPU runs the
+very XLA attention it always ran.
 """
 
 from __future__ import annotations
@@ -23,27 +27,83 @@ from icl_jax.errors import UserError
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 ATTENTION = ('auto', 'xla', 'cudnn')
+# Compute dtypes that cuDNN's fused attention takes.
+FUSED_DTYPES = ('bfloat16', 'float16')
+# attention_implementation's third answer: cuDNN where lowered for CUDA, XLA elsewhere.
+BY_PLATFORM = 'by_platform'
 
 
-def attention_implementation(requested: str, dtype: str, causal: bool,
-                             backend: str | None = None) -> str:
-  """'xla' or 'cudnn' for config.model.attention ('auto', 'xla' or 'cudnn').
+def attention_implementation(requested: str, dtype: str, causal: bool) -> str:
+  """'xla', 'cudnn' or BY_PLATFORM for config.model.attention ('auto', 'xla' or 'cudnn').
 
-  'auto' takes cuDNN only where it is known to apply: a GPU, bfloat16, a causal prompt
-  (the context/query mask is not causal). An explicit 'cudnn' elsewhere raises here, at
-  build time, with the reason, instead of inside XLA's lowering.
+  Decided from the layer alone, never from the host's backend: 'auto' asks for cuDNN's
+  kernel where it applies (a 16-bit compute dtype, a causal prompt; the context/query mask
+  is not causal), chosen by the platform the program is lowered for (`attend`). An explicit
+  'cudnn' where it cannot compute this layer raises here, at build time, with the reason.
   """
-  backend = backend or jax.default_backend()
   if requested == 'xla':
     return 'xla'
+  applies = dtype in FUSED_DTYPES and causal
   if requested == 'cudnn':
-    if backend != 'gpu' or dtype != 'bfloat16':
+    if not applies:
       raise UserError(
-          f'config.model.attention=\'cudnn\' needs an NVIDIA GPU and '
-          f'config.model.dtype=\'bfloat16\' (here: backend {backend!r}, dtype {dtype!r}); '
-          f'use \'auto\', which picks cuDNN where it applies.')
+          f'config.model.attention=\'cudnn\' needs config.model.dtype=\'bfloat16\' and a '
+          f'causal prompt such as task.prompt=\'gpicl\' (here: dtype {dtype!r}, causal '
+          f'{causal}); use \'auto\', which picks cuDNN where it applies.')
     return 'cudnn'
-  return 'cudnn' if backend == 'gpu' and dtype == 'bfloat16' and causal else 'xla'
+  return BY_PLATFORM if applies else 'xla'
+
+
+def xla_attention(q_BxSxHxK, k_BxSxHxK, v_BxSxHxK, mask_SxS):
+  # The dense mask even for causal prompts: it is what float32 runs always computed, so
+  # their results stay bit for bit those of earlier versions.
+  return jax.nn.dot_product_attention(q_BxSxHxK, k_BxSxHxK, v_BxSxHxK,
+                                      mask=mask_SxS[None, None], implementation='xla')
+
+
+def cudnn_attention(q_BxSxHxK, k_BxSxHxK, v_BxSxHxK, mask_SxS=None):
+  # The prompt's mask is then exactly the causal one; the fused kernel skips its zeros.
+  del mask_SxS
+  return jax.nn.dot_product_attention(q_BxSxHxK, k_BxSxHxK, v_BxSxHxK, is_causal=True,
+                                      implementation='cudnn')
+
+
+def cudnn_refusal(q_BxSxHxK: jax.Array) -> str | None:
+  """Why cuDNN's attention cannot be traced here for queries (and keys, values) shaped like
+  `q_BxSxHxK`, or None if it can. jax asks the host's jaxlib for cuDNN while tracing (a
+  jaxlib without its CUDA plugin has none) and checks the head size against cuDNN's limits,
+  so a layer whose cuDNN branch would not trace keeps XLA's attention on every platform."""
+  spec = jax.ShapeDtypeStruct(q_BxSxHxK.shape, q_BxSxHxK.dtype)
+  try:
+    # A fresh function each time: eval_shape caches what traced, and the answer may change
+    # within a process (benchmarks/lowering.py's bypass of the presence check).
+    jax.eval_shape(lambda *qkv: cudnn_attention(*qkv), spec, spec, spec)
+  except Exception as e:  # pylint: disable=broad-except  (RuntimeError, NotImplementedError)
+    return f'{type(e).__name__}: {e}'
+  return None
+
+
+def attend(q_BxSxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.Array,
+           mask_SxS: jax.Array, implementation: str) -> jax.Array:
+  """out_BxSxHxK: softmax attention by `implementation` (attention_implementation's).
+
+  BY_PLATFORM stages both kernels out and lets lowering keep one: cuDNN's for 'cuda', XLA's
+  for every other platform ('rocm' included: cuDNN is NVIDIA's).
+  """
+  qkv = (q_BxSxHxK, k_BxSxHxK, v_BxSxHxK)
+  if implementation == 'xla':
+    return xla_attention(*qkv, mask_SxS)
+  refusal = cudnn_refusal(q_BxSxHxK)
+  if implementation == 'cudnn':
+    if refusal:
+      raise UserError(f'config.model.attention=\'cudnn\' cannot run here ({refusal}); it '
+                      f'needs jax with its CUDA plugin (pip install \'jax[cuda12]\') and a '
+                      f'head size (model.qkv_size) cuDNN takes; or use \'auto\'.')
+    return cudnn_attention(*qkv)
+  if refusal:
+    return xla_attention(*qkv, mask_SxS)
+  return jax.lax.platform_dependent(*qkv, mask_SxS, cuda=cudnn_attention,
+                                    default=xla_attention)
 
 
 class Attention(nnx.Module):
@@ -61,15 +121,7 @@ class Attention(nnx.Module):
     b, s, _ = x_BxSxD.shape
     qkv_BxSx3xHxK = self.qkv(x_BxSxD).reshape(b, s, 3, self.num_heads, self.qkv_size)
     q_BxSxHxK, k_BxSxHxK, v_BxSxHxK = (qkv_BxSx3xHxK[:, :, i] for i in range(3))
-    if self.implementation == 'cudnn':
-      # The prompt's mask is then exactly the causal one; the fused kernel skips its zeros.
-      out_BxSxHxK = jax.nn.dot_product_attention(
-          q_BxSxHxK, k_BxSxHxK, v_BxSxHxK, is_causal=True, implementation='cudnn')
-    else:
-      # The dense mask even for causal prompts: it is what float32 runs always computed, so
-      # their results stay bit for bit those of earlier versions.
-      out_BxSxHxK = jax.nn.dot_product_attention(
-          q_BxSxHxK, k_BxSxHxK, v_BxSxHxK, mask=mask_SxS[None, None], implementation='xla')
+    out_BxSxHxK = attend(q_BxSxHxK, k_BxSxHxK, v_BxSxHxK, mask_SxS, self.implementation)
     return self.out(out_BxSxHxK.reshape(b, s, self.num_heads * self.qkv_size))
 
 
