@@ -62,7 +62,7 @@ from icl_jax import data
 from icl_jax import evaluator as evaluator_lib
 from icl_jax import sharding
 from icl_jax import steps
-from icl_jax import sweep
+from icl_jax import experiment
 from icl_jax import tasks
 from icl_jax import workload as workload_lib
 from icl_jax.errors import UserError
@@ -113,8 +113,8 @@ def cudnn_presence_bypass():
 # =======================================================================================
 def load_config(config_arg: str, dtype: str | None = None) -> ml_collections.ConfigDict:
   """The config of EXPERIMENT[:args] (a shipped name or a path), with model.dtype = dtype."""
-  path, arg = sweep.split_config_arg(sweep.resolve_config_arg(config_arg))
-  config = sweep.load_module(path).get_config(arg)
+  path, arg = experiment.split_config_arg(experiment.resolve_config_arg(config_arg))
+  config = experiment.load_module(path).get_config(arg)
   if dtype:
     config.model.dtype = dtype
   return config
@@ -161,7 +161,7 @@ def programs(config: ml_collections.ConfigDict, names=PROGRAMS, num_runs: int = 
   for strategy in ('vmap', 'map'):
     if f'group_{strategy}' in names:
       group_mesh = sharding.make_mesh(config.mesh, num_runs)
-      slots = config_lib.padded_runs(num_runs, group_mesh.shape[sharding.RUN])
+      slots = sharding.padded_runs(num_runs, group_mesh.shape[sharding.RUN])
       runs = steps.stack_runs([steps.run_values(config)] * slots)
       state = jax.eval_shape(jax.vmap(wl.init), runs)
       out[f'group_{strategy}'] = (group_step(wl, group_mesh, strategy),
