@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py --steps 10 --windows 3 --budget 20 \
 	    --dtypes float32,bfloat16 >> $(BENCH_OUT)
 	$(PY) benchmarks/sampler_throughput.py --calls 10 --windows 3 --budget 3 >> $(BENCH_OUT)
+	$(PY) benchmarks/host_time.py --configs garg_tiny --steps 60 >> $(BENCH_OUT)
 	$(PY) benchmarks/eval_throughput.py --calls 3 --windows 3 --budget 3 >> $(BENCH_OUT)
 	$(PY) benchmarks/sweep_scaling.py --workloads digits_w64,garg_tiny --runs 1,4,16 --steps 3 \
 	    --cpu_devices 1 --strategies map,vmap >> $(BENCH_OUT)

@@ -81,6 +81,15 @@ def render(records: list[dict]) -> str:
           r['host_numpy_episodes_per_sec'], f'{r["device_vs_host"]:.2f}x',
           r['sampler_ms_per_batch'], f'{100 * r["sampler_share_of_step"]:.2f}%']
          for r in by('sampler_throughput')]))
+  if by('host_time'):
+    out.append('\n' + table(
+        ['config', 'steps', 'loop: host us between steps (CPU / wall)',
+         'bare dispatch loop (CPU / wall)', 'dispatch us (loop / bare)'],
+        [[r['config'], r['steps'],
+          f'{r["loop_between_cpu_us"]:.0f} / {r["loop_between_wall_us"]:.0f}',
+          f'{r["bare_between_cpu_us"]:.0f} / {r["bare_between_wall_us"]:.0f}',
+          f'{r["loop_dispatch_cpu_us"]:.0f} / {r["bare_dispatch_cpu_us"]:.0f}']
+         for r in by('host_time')]))
   if by('eval_throughput'):
     out.append('\n' + table(
         ['eval config', 'method', 'episodes/s', 'min', 'max'],

@@ -112,6 +112,8 @@ class Group:
     self.x_NxD, self.y_N = wl.training_inputs(mesh)
     self._step = None
     self._slice = jax.jit(lambda tree, i: jax.tree.map(lambda a: a[i], tree))
+    self._take = jax.jit(lambda tree, i: jax.tree.map(lambda a: a[i], tree),
+                         out_shardings=sharding.replicated(mesh))
 
   def init(self) -> steps.State:
     """Step 0 of every run."""
@@ -134,7 +136,14 @@ class Group:
 
   def run_state(self, state: steps.State, r: int) -> steps.State:
     """Run r's state, replicated on the devices that hold it and no others: sliced from
-    each device's own shard, so saving a run never gathers the group onto every device."""
+    each device's own shard, so saving a run never gathers the group onto every device.
+
+    With several processes, orbax saves only arrays that span them ("host local" arrays
+    are refused), while a run lives on one process's devices: there the run's state is
+    replicated over the whole mesh, one gather per run and save.
+    """
+    if jax.process_count() > 1:
+      return self._take(state, r)
     row = r // self.runs_per_device
     devices = list(self.mesh.devices[row])
     target = NamedSharding(Mesh(np.array(devices), (sharding.DATA,)), P())

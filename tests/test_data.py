@@ -17,6 +17,7 @@ from sklearn import datasets as sk_datasets
 import tensorflow_datasets as tfds
 
 from icl_jax.data import Dataset, compact, default_data_dir, from_images, load, loading
+from icl_jax.data import tfds_source
 from icl_jax.errors import UserError
 
 
@@ -100,7 +101,7 @@ def test_second_load_reads_the_cache(data_dir, digits_train, monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError('read the TFDS records although a cache exists')
 
-  monkeypatch.setattr(loading, '_read_split', fail)
+  monkeypatch.setattr(tfds_source, 'read_split', fail)
   again = load('digits', 'train', (8, 8), data_dir=data_dir)
   np.testing.assert_array_equal(again.x_NxD, digits_train.x_NxD)
   np.testing.assert_array_equal(again.y_N, digits_train.y_N)

@@ -106,3 +106,38 @@ def test_the_cli_names_a_bad_plugin_in_one_line(data_dir, tmp_path):
   assert out.returncode == 2 and 'Traceback' not in out.stderr
   assert out.stderr.strip().splitlines()[-1].startswith(
       "error: Plugin 'no_such_module_for_icl_jax' (from $ICL_JAX_PLUGINS) failed to import")
+
+
+TOY_FAMILY_AND_MODEL = '''
+"""A task family and a model in one file each (here, one plugin for both)."""
+from icl_jax import models
+from icl_jax.tasks import families
+from icl_jax.tasks import functions
+
+families.register('toy_linear', families.Family(
+    'regression', functions.sample_linear, lambda options: 1,
+    lambda options: options.dim + options.noise_std**2, title='toy linear functions'))
+models.register('toy_mlp', models.MODELS['mlp'])
+'''
+
+
+def test_a_task_family_and_a_model_from_a_plugin_file_pass_validation(tmp_path, monkeypatch):
+  from icl_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from icl_jax import models  # pylint: disable=g-import-not-at-top
+  from icl_jax.tasks import families  # pylint: disable=g-import-not-at-top
+  plugin = tmp_path / 'toy_family.py'
+  plugin.write_text(TOY_FAMILY_AND_MODEL)
+  monkeypatch.setenv(plugins.ENV, str(plugin))
+  plugins.load()
+  try:
+    c = config_lib.base_config()
+    c.task.family, c.model.name = 'toy_linear', 'toy_mlp'
+    config_lib.validate(c)
+    c.task.family = 'toy_nonlinear'
+    with pytest.raises(UserError, match=r"task.family='toy_nonlinear' is unknown; choose one "
+                                        r"of \(.*'toy_linear'\)"):
+      config_lib.validate(c)
+  finally:  # The registries as the other tests of this process know them.
+    families.FAMILIES.pop('toy_linear')
+    families.SYNTHETIC_FAMILIES.pop('toy_linear')
+    models.MODELS.pop('toy_mlp')

@@ -7,11 +7,15 @@
   lsa          linear self-attention only, von Oswald et al. (lsa.py)
 
 `MODELS` is the one registry: each model's constructor, its state size and the prompts it
-serves. `build`, `state_size`, the config's validation and the README's table read it.
+serves. `build`, `state_size`, the config's validation and the README's table read it. A
+model of one's own is one file, `models/<name>.py` (the package imports every module in
+it) or a plugin (icl_jax/plugins.py), that calls `register`.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable, NamedTuple
 
 import ml_collections
@@ -105,6 +109,14 @@ MODELS: dict[str, ModelEntry] = {
 }
 
 
+def register(name: str, entry: ModelEntry) -> ModelEntry:
+  """Adds a model; `config.model.name` may then name it."""
+  if name in MODELS and MODELS[name] is not entry:
+    raise ValueError(f'Two models are named {name!r}.')
+  MODELS[name] = entry
+  return entry
+
+
 def _entry(model_config: ModelConfig) -> ModelEntry:
   if model_config.name not in MODELS:
     raise ValueError(f'Unknown model {model_config.name!r}.')
@@ -129,3 +141,7 @@ def state_size(model_config: ModelConfig, max_len: int, in_features: int | None 
   input, so it also needs `in_features`; the other models ignore it.
   """
   return _entry(model_config).state_size(model_config, max_len, in_features)
+
+
+for _module in pkgutil.iter_modules(__path__):
+  importlib.import_module(f'{__name__}.{_module.name}')

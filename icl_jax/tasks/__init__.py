@@ -1,4 +1,11 @@
-"""On-device task samplers and the prompt formats that turn episodes into token sequences."""
+"""On-device task samplers and the prompt formats that turn episodes into token sequences.
+
+Every module of the package is imported here, so a task family of one's own is one file
+that calls `families.register` (see families.py).
+"""
+
+import importlib
+import pkgutil
 
 from icl_jax.tasks.episode import Episode
 from icl_jax.tasks.projected import DEFAULT_PROJECTION
@@ -18,3 +25,6 @@ from icl_jax.tasks.options import TaskOptions
 from icl_jax.tasks.prompts import labels
 from icl_jax.tasks.prompts import CAUSAL_PROMPTS
 from icl_jax.tasks.prompts import PROMPTS
+
+for _module in pkgutil.iter_modules(__path__):
+  importlib.import_module(f'{__name__}.{_module.name}')

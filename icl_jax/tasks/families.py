@@ -120,3 +120,15 @@ FAMILIES: dict[str, Family] = {
 # The families that need nothing but TaskOptions (every sampler takes the same keywords).
 SYNTHETIC_FAMILIES: dict[str, Family] = {
     name: family for name, family in FAMILIES.items() if not family.reads_dataset}
+
+
+def register(name: str, family: Family) -> Family:
+  """Adds a task family: one file, `tasks/<name>.py` (the package imports every module in
+  it) or a plugin (icl_jax/plugins.py), calls this with its sampler; `config.task.family`
+  may then name it. Its settings are TaskOptions' (config.task's synthetic fields)."""
+  if name in FAMILIES and FAMILIES[name] is not family:
+    raise ValueError(f'Two task families are named {name!r}.')
+  FAMILIES[name] = family
+  if not family.reads_dataset:
+    SYNTHETIC_FAMILIES[name] = family
+  return family
