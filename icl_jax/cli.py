@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 import sys
+import traceback
 from typing import Callable, Iterator
 
 from absl import flags
@@ -120,10 +122,31 @@ def parse_config_flags(argv: list[str], require_config: bool = True,
       raise UserError(f'The get_config() of {config_arg(argv)!r} returned '
                       f'{type(config).__name__}, not a ConfigDict. Return one, as '
                       f'experiments/gpicl_digits.py does.')
+  except SystemExit as e:  # The experiment file exited while ml_collections loaded it.
+    path = experiment.split_config_arg(config_arg(argv) or '?')[0]
+    print(f'error: Experiment file {path} exited (code {e.code!r}) while it was loaded. An '
+          f'experiment file only defines get_config(arg) and, for a sweep, sweep(add, arg); '
+          f'remove the exit.', file=sys.stderr)
+    sys.exit(2)
   except Exception as e:  # pylint: disable=broad-except
     print(f'error: {describe_flag_error(e, argv)}', file=sys.stderr)
     sys.exit(2)
   return remaining
+
+
+def _experiment_failure(chain: list[BaseException], path: str | None) -> str | None:
+  """The message for an exception raised by the experiment file's own code (at import or
+  in get_config), naming its file and line; None if the error is not the file's."""
+  if not path:
+    return None
+  path = os.path.abspath(experiment.split_config_arg(path)[0])
+  for e in chain:
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if os.path.abspath(f.filename) == path]
+    if frames:
+      return (f'Experiment file {path} failed at {path}:{frames[-1].lineno}: '
+              f'{type(e).__name__}: {e}. Fix it there.')
+  return None
 
 
 def describe_flag_error(error: Exception, argv: list[str]) -> str:
@@ -135,6 +158,9 @@ def describe_flag_error(error: Exception, argv: list[str]) -> str:
   user_errors = [e for e in chain if isinstance(e, UserError)]
   if user_errors:  # From the experiment file (its arguments); the deepest is the original.
     return str(user_errors[-1])
+  failure = _experiment_failure(chain, path)
+  if failure:
+    return failure
   for e in chain:
     if isinstance(e, OSError) and 'Failed loading config file' in str(e):
       reason = str(e).strip().splitlines()[-1].strip()

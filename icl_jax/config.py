@@ -203,9 +203,12 @@ def _validate_mesh(config: ml_collections.ConfigDict, num_devices: int, num_runs
            f'config.mesh asks for run={run} x data={data} devices but {num_devices} are '
            f'available; use -1 to fill an axis with what is left.')
   batch_size = config.train.batch_size
+  # The advice that a resumed run accepts: the mesh may change on resume, the batch not.
+  fits = max(k for k in range(1, data + 1) if batch_size % k == 0)
   _require(batch_size % data == 0,
            f'config.train.batch_size={batch_size} is not divisible by the {data} devices of '
-           f'the data axis; use a multiple of {data}.')
+           f'the data axis: split it over {fits} of them with --config.mesh.data={fits} (a '
+           f'resumed run may change the mesh), or, for a new run, use a multiple of {data}.')
 
 
 def from_dict(d: dict[str, Any]) -> ml_collections.ConfigDict:

@@ -193,6 +193,8 @@ def _report(workdir: str, step: int, wl: workload_lib.Workload,
   return report
 
 
+# What the meta-test writes into its output directory.
+OUTPUT_FILES = ('results.json', 'results.csv', 'accuracy.png', 'error.png', metrics_lib.TB_DIR)
 # --examples: as the run's config says, or one way for both run and baselines.
 EXAMPLES = ('run', 'distinct', 'replacement')
 
@@ -213,7 +215,9 @@ def write_outputs(report: dict[str, Any], wl: workload_lib.Workload,
                   sets: Sequence[EvalSet], out: str) -> dict[str, Any]:
   """results.json, results.csv and the figure into `out`; adds 'figure', 'table', 'out'."""
   _check_not_anothers(out, report['workdir'], report['step'])
-  os.makedirs(out, exist_ok=True)
+  # Written by a version from before the marker: it holds our results.json.
+  legacy = isinstance(files.read_json(os.path.join(out, 'results.json')), dict)
+  files.claim_output_dir(out, OUTPUT_FILES, '--out', written_before=legacy)
   results = report['results']
   titles = {s.name: results_lib.display_name(s.name, wl.train_name) for s in sets}
   title = (f'{report["workdir"]} at step {report["step"]}: mean over {report["num_episodes"]} '
@@ -268,6 +272,7 @@ def main(argv: Sequence[str]) -> None:
   if flags.baselines is not None:
     baseline_names = [] if flags.baselines == ['none'] else flags.baselines
   with cli.user_errors_exit():
+    runtime.check_backend()
     plugins.load()
     report = evaluate_workdir(flags.workdir, flags.step, flags.datasets or (),
                               flags.num_tasks_eval, flags.out, baseline_names, flags.data_dir,

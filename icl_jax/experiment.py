@@ -6,11 +6,13 @@ A --config value is `path[:args]` or the name of an experiment shipped with icl_
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
 import re
-from typing import Any, Callable
+import traceback
+from typing import Any, Callable, Iterator
 
 from icl_jax.errors import UserError
 
@@ -56,7 +58,8 @@ def load_module(path: str):
   spec = importlib.util.spec_from_file_location(
       f'icl_jax_experiment_{hashlib.sha1(path.encode()).hexdigest()[:8]}', path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  with reported_as(path, 'while it was loaded'):
+    spec.loader.exec_module(module)
   if not callable(getattr(module, 'get_config', None)):
     raise UserError(f'Config file {path!r} defines no get_config(). An experiment file defines '
                     f'get_config(arg=None) returning a ConfigDict; see experiments/gpicl_digits.py.')
@@ -70,8 +73,35 @@ def collect(sweep_fn: Callable[..., Any], arg: str | None) -> list[dict[str, Any
   def add(**overrides):
     calls.append({k.removeprefix('config.'): v for k, v in overrides.items()})
 
-  sweep_fn(add, arg)
+  with reported_as(sweep_fn.__code__.co_filename, 'in its sweep()'):
+    sweep_fn(add, arg)
   return calls
+
+
+@contextlib.contextmanager
+def reported_as(path: str, when: str) -> Iterator[None]:
+  """An exception of an experiment file's own code (or its exit) as one UserError naming
+  the file and the line where it happened: the fix is in that file, not in icl_jax."""
+  try:
+    yield
+  except (UserError, KeyboardInterrupt):
+    raise
+  except SystemExit as e:
+    raise UserError(f'Experiment file {path} exited (code {e.code!r}) {when}. An experiment '
+                    f'file only defines get_config(arg) and, for a sweep, sweep(add, arg); '
+                    f'remove the exit.') from None
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f'Experiment file {path} failed {when} at {where(e, path)}: '
+                    f'{type(e).__name__}: {e}. Fix it there.') from None
+
+
+def where(error: BaseException, path: str) -> str:
+  """'file:line' of the deepest frame of `error`'s traceback inside `path` (else the
+  deepest frame)."""
+  frames = traceback.extract_tb(error.__traceback__)
+  inside = [f for f in frames if os.path.abspath(f.filename) == os.path.abspath(path)]
+  frame = (inside or frames or [None])[-1]
+  return f'{frame.filename}:{frame.lineno}' if frame else path
 
 
 def subroot_name(config_arg: str) -> str:

@@ -16,12 +16,41 @@ from icl_jax.errors import UserError
 _URL = re.compile(r'^([A-Za-z][A-Za-z0-9+.-]*)://')
 
 
+# POSIX limits most filesystems keep: a name of 255 bytes, a path of 4096.
+NAME_MAX, PATH_MAX = 255, 4096
+
+
 def local(path: str, what: str) -> str:
-  """`path`, if it is a local (or mounted) one; UserError for a URL such as gs://.
+  """`path`, if it is a path icl_jax can write and record: the one check of every path a
+  user gives (workdirs, sweep roots, output and data directories). UserError for a URL
+  such as gs://, a name that is not valid UTF-8 (the path goes into JSON files and logs),
+  a NUL byte, a name or path longer than the filesystem allows, or a symbolic link to
+  nothing.
 
   Workdirs and sweep roots are written with POSIX operations (atomic renames, hard-linked
   leases), which an object store does not offer. Mounted buckets work: gcsfuse, Filestore.
   """
+  if not isinstance(path, (str, os.PathLike)):
+    raise UserError(f'{what} must be a path (a str or os.PathLike), got '
+                    f'{type(path).__name__} {path!r}.')
+  path = os.fspath(path)
+  try:
+    encoded = path.encode('utf-8')
+  except UnicodeEncodeError:
+    raise UserError(f'{what} {path!r} is not valid UTF-8 (its name was given as raw bytes): '
+                    f'icl_jax records paths in JSON files and logs. Rename it with UTF-8 '
+                    f'characters, or pass another one.') from None
+  if '\0' in path:
+    raise UserError(f'{what} {path!r} holds a NUL character, which no file name can; pass '
+                    f'another path.')
+  longest = max((len(part.encode('utf-8')) for part in path.split(os.sep)), default=0)
+  if longest > NAME_MAX or len(encoded) > PATH_MAX:
+    raise UserError(f'{what} is too long ({len(encoded)} bytes, a name of {longest}): '
+                    f'filesystems allow names of {NAME_MAX} bytes and paths of {PATH_MAX}. '
+                    f'Pass a shorter one.')
+  if os.path.islink(path) and not os.path.exists(path):
+    raise UserError(f'{what} {path!r} is a symbolic link to {os.readlink(path)!r}, which does '
+                    f'not exist. Create its target, or pass another path.')
   match = _URL.match(path)
   if match:
     bucket = path[match.end():].split('/')[0] or 'BUCKET'
@@ -30,6 +59,34 @@ def local(path: str, what: str) -> str:
                     f'store lacks. Mount it (e.g. gcsfuse {bucket} /mnt/{bucket}) and pass the '
                     f'path under the mount.')
   return path
+
+
+# Written into every output directory the project fills (icl_jax.evaluate --out,
+# icl_jax.report --out): it says which entries there are the project's to replace.
+OUTPUT_MARKER = '.icl_jax-outputs.json'
+
+
+def claim_output_dir(out: str, names: Iterable[str], what: str,
+                     written_before: bool = False) -> None:
+  """Makes `out` an output directory of the project's, for files named in `names`: it must
+  be new or empty, or hold only such entries that the project wrote there (its marker, or
+  `written_before`: outputs of a version from before the marker). Then marks it. UserError
+  naming an entry of someone else's otherwise: the project overwrites only its own files."""
+  names = set(names)
+  marker = os.path.join(out, OUTPUT_MARKER)
+  if os.path.isdir(out):
+    ours = lambda e: e in names or any(e.startswith(f'{n}.tmp.') for n in names)
+    entries = sorted(set(os.listdir(out)) - {OUTPUT_MARKER})
+    foreign = [e for e in entries if not ours(e)]
+    marked = os.path.isfile(marker) and not os.path.islink(marker)
+    if foreign or (entries and not (marked or written_before)):
+      raise UserError(f'{what} {out} holds files icl_jax did not write there '
+                      f'({", ".join(map(repr, (foreign or entries)[:3]))}); it writes only '
+                      f'into a new or empty directory, or one it wrote before. Choose another '
+                      f'directory.')
+  elif os.path.lexists(out):
+    raise UserError(f'{what} {out} is not a directory; choose a directory.')
+  write_json(marker, {'written_by': 'icl_jax', 'files': sorted(names)})
 
 
 @contextlib.contextmanager

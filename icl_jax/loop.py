@@ -147,22 +147,24 @@ class Checkpoint:
 
 def run(group: group_lib.Group, state: Any, start: int, total: int, hooks: Sequence[Hook],
         metrics: Metrics, checkpoint: Checkpoint, runs: Sequence[runs_lib.RunDir],
-        bar: progress.Progress) -> tuple[Any, int, str | None]:
+        bar: progress.Progress, stop: stopping.StopSignals) -> tuple[Any, int, str | None]:
   """Steps from `start` to `total`, calling each hook at its steps; returns (state, the
   step reached, the stop signal that ended it early or None). A stop signal saves the
-  step reached, so a resume loses nothing and stays exact."""
+  step reached, so a resume loses nothing and stays exact; one that came during set-up
+  or compilation stops before the first step, with nothing new to save."""
+  if stop.before_start():
+    return state, start, stop.name
   step = start
-  with stopping.StopSignals() as stop:
-    for step in range(start + 1, total + 1):
-      state, metrics_R = group.step(state)
-      metrics.record(step, metrics_R)
-      bar.update(1)
-      if stop.requested(step):
-        checkpoint(step, state)
-        return state, step, stop.name
-      for hook in hooks:
-        if hook.due(step):
-          hook(step, state)
-      if all(r.error is not None for r in runs):
-        break  # Nothing left to train.
+  for step in range(start + 1, total + 1):
+    state, metrics_R = group.step(state)
+    metrics.record(step, metrics_R)
+    bar.update(1)
+    if stop.requested(step):
+      checkpoint(step, state)
+      return state, step, stop.name
+    for hook in hooks:
+      if hook.due(step):
+        hook(step, state)
+    if all(r.error is not None for r in runs):
+      break  # Nothing left to train.
   return state, step, None

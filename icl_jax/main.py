@@ -30,8 +30,9 @@ def main(argv):
   del argv
   runtime.start(COMPILATION_CACHE.value, quiet=not flags.FLAGS['verbosity'].present)
   from icl_jax import train  # pylint: disable=g-import-not-at-top
-  runtime.initialize_distributed()
   with cli.user_errors_exit():
+    runtime.initialize_distributed()
+    runtime.check_backend()
     plugins.load()
     try:
       train.train_and_evaluate(CONFIG.value, _WORKDIR.value)

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from icl_jax import tasks
+from icl_jax.errors import UserError
 
 # Share of a device's memory that a group's runs may take: XLA's own buffers, the datasets
 # and the evaluator's programs need the rest.
@@ -26,15 +27,48 @@ MEMORY_FRACTION = 0.7
 _C_WIDTH, _C_ATTENTION = 30, 3
 
 
-def run_bytes(wl) -> int:
+def run_bytes(wl, data_axis: int = 1) -> int:
   """Estimated device bytes of one run of a Workload during a training step: its state
-  (parameters and Adam's moments), gradients and updates, and the step's activations."""
-  state, params = _bytes(wl.abstract_state), _bytes(wl.abstract_state['params'])
+  (parameters and Adam's moments), gradients and updates, and the step's activations
+  (of the batch's share on one device of a `data_axis` of that many)."""
+  return sum(run_parts(wl, data_axis).values())
+
+
+def run_parts(wl, data_axis: int = 1) -> dict[str, int]:
+  """run_bytes, by part: state, gradients and updates, activations."""
+  params = _bytes(wl.abstract_state['params'])
   m = wl.config.model
   tokens = tasks.num_tokens(wl.spec.prompt, wl.spec.seq_len)
-  activations = 4 * wl.spec.batch_size * tokens * m.depth * (
+  activations = 4 * -(-wl.spec.batch_size // data_axis) * tokens * m.depth * (
       _C_WIDTH * m.width + _C_ATTENTION * m.num_heads * tokens)
-  return state + 2 * params + activations
+  return {'state': _bytes(wl.abstract_state), 'gradients': 2 * params,
+          'activations': activations}
+
+
+def data_bytes(wl) -> int:
+  """Device bytes of the training and held-out splits (each placed once per device)."""
+  return sum(_bytes(ds.compact_x()) + ds.y_N.nbytes for ds in (wl.train_ds, wl.eval_ds))
+
+
+def check_one_run_fits(wl, device: jax.Device, data_axis: int,
+                       memory_bytes: int | None = None) -> None:
+  """UserError, before anything is placed or compiled, if even one run of `wl` would not
+  fit on a device: with the estimate, the limit and what to lower."""
+  memory = memory_bytes or device_bytes(device)
+  if not memory:
+    return
+  parts = run_parts(wl, data_axis)
+  parts['data'] = data_bytes(wl)
+  need, limit = sum(parts.values()), MEMORY_FRACTION * memory
+  if need <= limit:
+    return
+  gb = lambda b: f'{b / 2**30:.1f} GB'
+  raise UserError(
+      f'One run of this config needs about {gb(need)} on a {device.platform} device ('
+      + ', '.join(f'{k} {gb(v)}' for k, v in parts.items()) + f'), more than the {gb(limit)} '
+      f'usable there ({MEMORY_FRACTION:.0%} of {gb(memory)}). Lower config.train.batch_size '
+      f'or config.task.seq_len, a smaller model (config.model.width / depth), or split the '
+      f'batch over more devices (config.mesh.data).')
 
 
 def _bytes(tree) -> int:

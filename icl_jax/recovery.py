@@ -33,6 +33,10 @@ from icl_jax import store as store_lib
 from icl_jax.errors import UserError
 
 ROTATION_RETRIES = 5
+
+
+class _ShapeMismatch(UserError):
+  """The checkpoint is whole, but of another model than the one to restore into."""
 # How long a failed step's directory is watched for a rotation's delete to finish.
 _ROTATION_GRACE_S = 1.0
 
@@ -75,26 +79,58 @@ class Recovery:
     """(step, state, config) of the newest checkpoint whose config and state restore;
     damaged newer ones are quarantined (unless the store is read-only). None without
     checkpoints."""
-    found = self.newest(lambda step: (self.read_config(step),
-                                      self.store.restore_state(step, abstract_state)))
+    def read(step):
+      config = self.read_config(step)
+      self._check_shapes(step, abstract_state['params'])
+      return config, self.store.restore_state(step, abstract_state)
+
+    found = self.newest(read)
     if found is None:
       return None
     step, (config, state) = found
     self._quarantine([s for s in self._bad if s > step])
     return step, state, config
 
+  def _check_shapes(self, step: int, abstract_params: Any) -> None:
+    """UserError if the parameters at `step` have other shapes than `abstract_params`: the
+    checkpoint is whole, but the model it would restore into changed (the dataset's classes
+    or features, or the code) since the run began. Raised at once, never taken for damage."""
+    try:
+      stored = self.store.param_shapes(step)
+    except Exception:  # pylint: disable=broad-except
+      return  # Unreadable metadata: damage, which the restore that follows finds.
+    expected = {store_lib.key_path(path): tuple(leaf.shape)
+                for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
+    differ = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
+    if not differ:
+      return
+    shown = '; '.join(f'{k}: {stored.get(k, "absent")} there, {expected.get(k, "absent")} now'
+                      for k in differ[:3])
+    raise _ShapeMismatch(
+        f'The checkpoints in {self.store.directory} hold a model of other shapes than this '
+        f'config builds now ({shown}{"; ..." if len(differ) > 3 else ""}): its dataset (the '
+        f'number of classes or features) or the code changed since the run began. They are '
+        f'kept as they are: resume with the data the run was trained on, or train anew in '
+        f'another --workdir.')
+
   def params(self, abstract_params: Any, step: int | None = None) -> tuple[int, Any]:
     """(step, parameters) for evaluation and `icl_jax.load`: at `step` (UserError if they do
     not restore), or with step=None from the newest checkpoint whose parameters read back.
     Parameters only: a third of the bytes of the whole state, so a read outruns a rotating
     trainer."""
+    def read(s):
+      self._check_shapes(s, abstract_params)
+      return self.store.restore_params(s, abstract_params)
+
     if step is None:
-      found = self.newest(lambda s: self.store.restore_params(s, abstract_params))
+      found = self.newest(read)
       if found is None:
         raise UserError(f'Workdir {self.workdir!r} has no complete checkpoint (any more).')
       return found
     try:
-      return step, self.store.restore_params(step, abstract_params)
+      return step, read(step)
+    except _ShapeMismatch:
+      raise
     except Exception as e:  # pylint: disable=broad-except
       raise UserError(f'The parameters of checkpoint step {step} in {self.workdir!r} do not '
                       f'restore ({type(e).__name__}: {str(e).splitlines()[0][:200]}). Pass '
@@ -110,6 +146,8 @@ class Recovery:
           continue
         try:
           return step, read(step)
+        except _ShapeMismatch:
+          raise
         except Exception as e:  # pylint: disable=broad-except
           if self._going_away(step):
             logging.info('Checkpoint step %d of %s went away while it was read (rotated by '

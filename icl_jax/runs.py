@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 from typing import Any, Mapping
 
 from absl import logging
@@ -27,13 +28,18 @@ from icl_jax import store as store_lib
 from icl_jax.errors import UserError
 
 
-def check_workdir_writable(workdir: str) -> None:
-  if not workdir or not workdir.strip():
+def check_workdir(workdir: str) -> None:
+  """UserError unless `workdir` is a path a run may live in and write: a valid path
+  (files.local), a directory (or nothing yet), not inside another run, with none of a
+  run's files replaced by something else (status.check_workdir_layout), writable."""
+  if not isinstance(workdir, str) or not workdir.strip():
     raise UserError(f'The workdir is empty ({workdir!r}); pass --workdir=DIR, the directory '
                     'for this run\'s checkpoints and metrics.')
+  files.local(workdir, 'Workdir')
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UserError(f'Workdir {workdir!r} is a file, not a directory; pass a directory '
                     '(new or of this run) as --workdir.')
+  status_lib.check_workdir_layout(workdir)
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f'.write_probe_{os.getpid()}')
@@ -64,7 +70,7 @@ class RunDir:
     """The run of `config` in `workdir`, after checking that the workdir is writable and
     holds nothing but this run (UserError otherwise): cheap, nothing is loaded or
     compiled. `index`: the run's place in its group (names its save barriers)."""
-    check_workdir_writable(workdir)
+    check_workdir(workdir)
     store = store_lib.Store(workdir, keep=config.train.keep_checkpoints,
                             barrier_key=f'icl_jax_run{index}')
     recovery = recovery_lib.Recovery(store)
@@ -137,13 +143,15 @@ class RunDir:
     except store_lib.SaveFailed:
       pass
 
-  def result(self, step: int, stop_signal: str | None = None) -> status_lib.RunResult:
-    """How the run ended: its error, a stop at `step` by `stop_signal`, or done."""
+  def result(self, step: int, stop_signal: str | None = None,
+             saved: bool = True) -> status_lib.RunResult:
+    """How the run ended: its error, a stop at `step` by `stop_signal` (`saved`: that step
+    is saved; not for a stop before the first step), or done."""
     if self.error is not None:
       return status_lib.RunResult(self.workdir, self.error[0], {}, self.error[1])
     if stop_signal is not None:
       return status_lib.RunResult(self.workdir, step, {}, preempted=True,
-                                  stop_signal=stop_signal)
+                                  stop_signal=stop_signal, saved=saved)
     return status_lib.RunResult(self.workdir, step, self.summary)
 
   # --- A run trained already. ---
@@ -183,7 +191,7 @@ def finished_lines(config: ml_collections.ConfigDict,
 def results_line(workdir: str) -> str:
   """Where a finished run's results are, and how to meta-test it."""
   return (f'results: {os.path.join(workdir, status_lib.STATUS_FILE)}, metrics.jsonl, tb/; '
-          f'meta-test it with: python -m icl_jax.evaluate --workdir {workdir}')
+          f'meta-test it with: python -m icl_jax.evaluate --workdir {shlex.quote(workdir)}')
 
 
 def write_status(result: status_lib.RunResult, **extra: Any) -> None:

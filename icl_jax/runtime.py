@@ -38,6 +38,8 @@ import logging
 import os
 import sys
 
+from icl_jax.errors import UserError
+
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -167,6 +169,26 @@ def start(compilation_cache: str = '', quiet: bool = True) -> None:
     from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
     absl_logging.set_verbosity(absl_logging.WARNING)
   enable_compilation_cache(compilation_cache)
+
+
+def check_backend() -> None:
+  """UserError, instead of JAX's traceback, where JAX cannot start a backend: typically
+  JAX_PLATFORMS naming a platform this machine lacks or whose plugin is not installed.
+  (After jax.distributed, which must come before any backend.)"""
+  import jax  # pylint: disable=g-import-not-at-top
+  try:
+    jax.devices()
+  except Exception as e:  # pylint: disable=broad-except
+    why = ' '.join(str(e).split())[:200] or type(e).__name__
+    platforms = os.environ.get('JAX_PLATFORMS', '')
+    if platforms:
+      raise UserError(
+          f'JAX cannot start the platform that JAX_PLATFORMS={platforms!r} names ({why}): this '
+          f'machine lacks it, or its jax plugin is not installed (pip install '
+          f'"icl_jax[cuda13]" for NVIDIA GPUs, "icl_jax[tpu]" for TPUs). Unset JAX_PLATFORMS to '
+          f'use what this machine has.') from None
+    raise UserError(f'JAX cannot start its backend ({why}); check the jax installation '
+                    f'(pip install -U jax).') from None
 
 
 def initialize_distributed() -> None:

@@ -41,6 +41,7 @@ class RunResult:
   error: str | None = None  # Why the run stopped early (divergence, a bad workdir), else None.
   preempted: bool = False  # Stopped by a signal after saving `step`.
   stop_signal: str | None = None  # Which one (SIGTERM, SIGUSR2, ...), when preempted.
+  saved: bool = True  # Whether `step` was saved when preempted (not before the first step).
 
 
 def write(result: RunResult, **extra: Any) -> None:
@@ -128,3 +129,42 @@ def check_output_dir(out: str, what: str) -> None:
     if parent == path:
       return
     path = parent
+
+
+# What a run writes in its workdir, by kind: a file (never a link: it would write elsewhere)
+# and directories.
+WORKDIR_FILES = (STATUS_FILE, CONFIG_FILE, 'metrics.jsonl', 'lease.json', POINT_FILE)
+WORKDIR_DIRS = (CHECKPOINT_DIR, 'tb', 'corrupt_checkpoints')
+
+
+def check_workdir_layout(workdir: str) -> None:
+  """UserError unless `workdir` can be a run's: not inside another run's workdir (a run's
+  checkpoint rotation deletes whatever lies in its steps), and holding none of a run's
+  file names as a link or as the wrong kind of entry (a link would make the run write
+  outside its workdir; a directory where a file goes cannot be written)."""
+  path = os.path.abspath(workdir)
+  check_output_dir_parents(path, 'Workdir', workdir)
+  for name in WORKDIR_FILES + WORKDIR_DIRS:
+    entry = os.path.join(path, name)
+    if os.path.islink(entry):
+      raise UserError(f'{entry} is a symbolic link (to {os.readlink(entry)!r}): icl_jax writes '
+                      f'a run\'s files inside its workdir only. Replace the link by the '
+                      f'{"file" if name in WORKDIR_FILES else "directory"} itself, or pass '
+                      f'another --workdir.')
+    wrong = (os.path.exists(entry) and
+             not (os.path.isfile(entry) if name in WORKDIR_FILES else os.path.isdir(entry)))
+    if wrong:
+      raise UserError(f'{entry} should be a {"file" if name in WORKDIR_FILES else "directory"} '
+                      f'of the run but is not one. It is not icl_jax\'s: move it away, or pass '
+                      f'another --workdir.')
+
+
+def check_output_dir_parents(path: str, what: str, given: str) -> None:
+  """UserError if an ancestor of `path` is a run's workdir: nothing else belongs there."""
+  parent = os.path.dirname(path)
+  while parent != path:
+    if is_workdir(parent):
+      raise UserError(f'{what} {given} is inside the workdir of the run in {parent}, whose '
+                      f'files and checkpoint rotation would touch it. Pass a directory '
+                      f'outside it.')
+    path, parent = parent, os.path.dirname(parent)

@@ -82,6 +82,12 @@ class StopSignals:
       if self._multi:  # Into the one agreement all processes take part in.
         os.kill(os.getpid(), signal.SIGTERM)
 
+  def before_start(self) -> bool:
+    """Whether a stop came before the first step (during data loading or compilation), on
+    this process alone: then nothing was trained, and nothing needs saving. (On several
+    processes the stop goes through JAX's agreement at the steps that follow.)"""
+    return not self._multi and self.name is not None
+
   def requested(self, step: int) -> bool:
     """Whether to save `step` and stop. Call it at every step, on every process."""
     if self._multi:

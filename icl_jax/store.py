@@ -44,6 +44,11 @@ def corrupt_directory(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), CORRUPT_DIRNAME)
 
 
+def key_path(path: tuple) -> str:
+  """'blocks/0/attn/qkv/kernel': a pytree path as orbax names it."""
+  return jax.tree_util.keystr(path, simple=True, separator='/')
+
+
 def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs that tell orbax where each restored array goes."""
   return jax.tree.map(
@@ -87,8 +92,11 @@ class Store:
     self.directory = directory(workdir)
     self.read_only = read_only
     self._saving: int | None = None  # The step of the newest save started.
+    # Created at the first save, not here: a run refused before it trains (a config that
+    # cannot fit, a stop during set-up) leaves no checkpoints/ that would mark its workdir
+    # as a run's.
     self._manager = self._open(ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=not read_only, read_only=read_only,
+        max_to_keep=keep, create=False, read_only=read_only,
         # Saving overlaps with training; the device-to-host copy happens before save()
         # returns, so donating the state to the next step is safe.
         enable_async_checkpointing=True,
@@ -123,6 +131,7 @@ class Store:
       self.wait()
     self._saving = step
     try:
+      os.makedirs(self.directory, exist_ok=True)
       self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config_dict)))
     except Exception as e:  # pylint: disable=broad-except
@@ -201,6 +210,20 @@ class Store:
     finally:
       manager.close()
     return restored.state['params']
+
+  def param_shapes(self, step: int) -> dict[str, tuple[int, ...]]:
+    """{'blocks/0/...': shape} of the parameters saved at `step`, from orbax's metadata
+    alone (no array is read)."""
+    manager = listing_retried(lambda: ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(read_only=True),
+        item_handlers={'state': ocp.PyTreeCheckpointHandler()}))
+    try:
+      tree = manager.item_metadata(step)['state']
+    finally:
+      manager.close()
+    tree = getattr(tree, 'tree', tree)['params']
+    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, 'shape'))[0]
+    return {key_path(path): tuple(leaf.shape) for path, leaf in leaves}
 
   def restore_config(self, step: int) -> Any:
     """The JSON stored with `step`, as orbax reads it (not validated: see recovery.py)."""

@@ -23,7 +23,6 @@ from icl_jax import banner
 from icl_jax import config as config_lib
 from icl_jax import evaluator as evaluator_lib
 from icl_jax import fields as fields_lib
-from icl_jax import files
 from icl_jax import group as group_lib
 from icl_jax import lease as lease_lib
 from icl_jax import loop
@@ -33,6 +32,7 @@ from icl_jax import recovery as recovery_lib
 from icl_jax import runs as runs_lib
 from icl_jax import sharding
 from icl_jax import status as status_lib
+from icl_jax import stopping
 from icl_jax import store as store_lib
 from icl_jax import workload as workload_lib
 from icl_jax.errors import UserError
@@ -49,8 +49,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if result.error:
     raise UserError(result.error)
   if result.preempted:
-    raise Preempted(f'stopped by {result.stop_signal} after saving step {result.step} in '
-                    f'{workdir}; rerun the same command to resume.')
+    raise Preempted(
+        (f'stopped by {result.stop_signal} after saving step {result.step} in {workdir}'
+         if result.saved else
+         f'stopped by {result.stop_signal} before training began (during set-up or '
+         f'compilation); {workdir} is as it was, at step {result.step}') +
+        '; rerun the same command to resume.')
   return result.summary
 
 
@@ -65,22 +69,24 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   check_group(configs, workdirs)  # Before anything is created, loaded or compiled.
   runs = open_runs(configs, workdirs)
   leases = []
-  try:
-    if jax.process_index() == 0:  # It holds them for all processes.
-      leases = [lease_lib.Lease.acquire(r.workdir) for r in runs]
-    wl = workload_lib.build(configs[0])
-    size = chunk_size(wl, len(runs), device_memory_bytes)
-    results = []
-    for i in range(0, len(runs), size):
-      results += train_runs(runs[i:i + size], wl, leases)
-      if any(r.preempted for r in results):
-        break  # Stopped by a signal: the later chunks wait for the relaunch.
-    return results
-  finally:
-    for run in runs:
-      run.store.close()
-    for lease in leases:
-      lease.release()
+  # From the moment the workdirs are held, a stop signal ends the training cleanly.
+  with stopping.StopSignals() as stop:
+    try:
+      if jax.process_index() == 0:  # It holds them for all processes.
+        leases = [lease_lib.Lease.acquire(r.workdir) for r in runs]
+      wl = workload_lib.build(configs[0])
+      size = chunk_size(wl, len(runs), device_memory_bytes)
+      results = []
+      for i in range(0, len(runs), size):
+        results += train_runs(runs[i:i + size], wl, leases, stop)
+        if any(r.preempted for r in results):
+          break  # Stopped by a signal: the later chunks wait for the relaunch.
+      return results
+    finally:
+      for run in runs:
+        run.store.close()
+      for lease in leases:
+        lease.release()
 
 
 # ---------------------------------------------------------------------------------------
@@ -104,7 +110,7 @@ def check_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   if len(set(map(os.path.abspath, workdirs))) < num_runs:
     raise UserError(f'Two runs of a group share a workdir: {list(workdirs)}. Give each its own.')
   for workdir in workdirs:
-    files.local(workdir, 'Workdir')
+    runs_lib.check_workdir(workdir)
     lease_lib.check_free(workdir)
 
 
@@ -126,6 +132,8 @@ def chunk_size(wl: workload_lib.Workload, num_runs: int,
                device_memory_bytes: int | None) -> int:
   """How many runs train at once: all of them, unless they would not fit the devices."""
   mesh = sharding.make_mesh(wl.config.mesh, num_runs)
+  packing.check_one_run_fits(wl, mesh.devices.flat[0], mesh.shape[sharding.DATA],
+                             device_memory_bytes)
   fits = packing.runs_per_device(wl, mesh.devices.flat[0], device_memory_bytes)
   slots = sharding.padded_runs(num_runs, mesh.shape[sharding.RUN])
   if fits is None or slots <= fits * mesh.shape[sharding.RUN]:
@@ -164,7 +172,8 @@ def announce(runs: Sequence[runs_lib.RunDir], group: group_lib.Group, start: int
 # One program: setup, loop, finish
 # ---------------------------------------------------------------------------------------
 def train_runs(runs: Sequence[runs_lib.RunDir], wl: workload_lib.Workload,
-               leases: Sequence[lease_lib.Lease]) -> list[status_lib.RunResult]:
+               leases: Sequence[lease_lib.Lease],
+               stop: stopping.StopSignals) -> list[status_lib.RunResult]:
   """Trains `runs` (checked, opened and leased) as one group on the devices."""
   config, is_main = runs[0].config, jax.process_index() == 0
   mesh = sharding.make_mesh(config.mesh, len(runs))
@@ -201,7 +210,7 @@ def train_runs(runs: Sequence[runs_lib.RunDir], wl: workload_lib.Workload,
   try:
     state, step, stop_signal = loop.run(group, state, start, total,
                                         (metrics, evaluation, checkpoint), metrics, checkpoint,
-                                        runs, bar)
+                                        runs, bar, stop)
     metrics.flush()
     if start >= total:  # Resumed at the end: report without retraining or re-logging.
       with loop.reads_device():
@@ -221,13 +230,14 @@ def train_runs(runs: Sequence[runs_lib.RunDir], wl: workload_lib.Workload,
     for run in runs:
       run.close(finished=completed)
   return finish(runs, wl, max(start, total) if completed else step, stop_signal,
-                time.perf_counter() - began)
+                time.perf_counter() - began, saved=step > start)
 
 
 def finish(runs: Sequence[runs_lib.RunDir], wl: workload_lib.Workload, step: int,
-           stop_signal: str | None, seconds: float) -> list[status_lib.RunResult]:
+           stop_signal: str | None, seconds: float,
+           saved: bool = True) -> list[status_lib.RunResult]:
   """Every run's status.json, and for a single run that finished, where its results are."""
-  results = [r.result(step, stop_signal) for r in runs]
+  results = [r.result(step, stop_signal, saved) for r in runs]
   for result in results:
     runs_lib.write_status(result, num_params=wl.num_params(), num_classes=wl.num_classes,
                           state_size=wl.state_size(), seconds=seconds)

@@ -23,6 +23,7 @@ def start(root: str, launch_id: str, index: int, device_memory_bytes: int | None
   """The worker's process set-up, then group `index`; returns an exit code."""
   runtime.start(compilation_cache)
   runtime.initialize_distributed()
+  runtime.check_backend()
   return run_group(root, launch_id, index, device_memory_bytes)
 
 

@@ -1,4 +1,7 @@
-"""Shared by the test modules: the tiny config every training test uses."""
+"""Shared by the test modules: the tiny config every training test uses, file snapshots."""
+
+import hashlib
+import os
 
 from icl_jax import config as config_lib
 
@@ -103,3 +106,21 @@ def contend_for_lease(workdir, barrier, results):
     time.sleep(1)  # Hold it while the others try.
   except lease_lib.LeaseHeld:
     results.put('refused')
+
+
+def snapshot(workdir):
+  """{relative path: (size, mtime, sha256)} of every file, and every directory."""
+  out = {}
+  for root, dirs, files in os.walk(workdir):
+    for name in dirs:
+      out[os.path.relpath(os.path.join(root, name), workdir)] = 'dir'
+    for name in files:
+      path = os.path.join(root, name)
+      if os.path.islink(path):  # Recorded as the link itself: it may point nowhere.
+        out[os.path.relpath(path, workdir)] = ('link', os.readlink(path))
+        continue
+      with open(path, 'rb') as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+      out[os.path.relpath(path, workdir)] = (os.path.getsize(path), os.stat(path).st_mtime_ns,
+                                             digest)
+  return out

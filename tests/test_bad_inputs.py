@@ -7,7 +7,6 @@ NaN/inf losses and the plain model-width refusal are tested in test_train.py.
 """
 
 import functools
-import hashlib
 import importlib.util
 import json
 import os
@@ -30,25 +29,11 @@ from icl_jax import train
 from icl_jax import workload
 from icl_jax.errors import UserError
 from helpers import prepare_image_dataset
+from helpers import snapshot
 from helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEP = 20  # The existing workdir's checkpoint.
-
-
-def snapshot(workdir):
-  """{relative path: (size, mtime, sha256)} of every file, and every directory."""
-  out = {}
-  for root, dirs, files in os.walk(workdir):
-    for name in dirs:
-      out[os.path.relpath(os.path.join(root, name), workdir)] = 'dir'
-    for name in files:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-      out[os.path.relpath(path, workdir)] = (os.path.getsize(path), os.stat(path).st_mtime_ns,
-                                             digest)
-  return out
 
 
 @pytest.fixture(scope='module')

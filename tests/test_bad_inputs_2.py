@@ -42,7 +42,7 @@ from icl_jax import runs as runs_lib
 from icl_jax import train
 from icl_jax.data import load
 from icl_jax.errors import UserError
-from test_bad_inputs import snapshot
+from helpers import snapshot
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INT32_MAX = 2**31 - 1

@@ -97,6 +97,37 @@ def test_kills_at_random_moments_lose_nothing(straight_run):
   assert fault_check.params_equal(straight_params, params), report
 
 
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_during_compilation_exits_as_preempted_with_a_line(straight_run, signum):
+  """A scheduler's signal that comes while the step compiles (minutes on a large model):
+  once the compiler returns, the run stops before its first step with the preemption
+  status and one line, instead of dying with 143 and no word."""
+  ws, _, _ = straight_run
+  workdir = os.path.join(ws.root, f'stopped_compiling_{signum.name}')
+  log_path = ws.log_path(os.path.basename(workdir))
+  # A model of its own, and no compilation cache: a compilation that takes seconds.
+  command = fault_check.train_command(ws, workdir) + [
+      '--config.model.width=96', '--config.model.depth=3', '--compilation_cache=']
+  with open(log_path, 'w') as log:
+    proc = subprocess.Popen(command, cwd=fault_check.REPO, env=fault_check.subprocess_env(ws),
+                            stdout=log, stderr=subprocess.STDOUT)
+  deadline = time.monotonic() + 300
+  while 'compiling the train step' not in fault_check.tail(log_path, 100_000):
+    assert proc.poll() is None and time.monotonic() < deadline, fault_check.tail(log_path)
+    time.sleep(0.01)
+  proc.send_signal(signum)
+  assert proc.wait(timeout=300) == status_lib.EXIT_PREEMPTED, fault_check.tail(log_path)
+  log = fault_check.tail(log_path, 100_000)
+  assert 'Traceback' not in log
+  status = status_lib.read(workdir)
+  assert status['status'] == 'preempted' and status['signal'] == signum.name
+  if status['step'] == 0:  # The usual case: the signal came before the first step.
+    assert (f'preempted: stopped by {signum.name} before training began (during set-up or '
+            f'compilation); {workdir} is as it was, at step 0') in log
+    assert not fault_check.complete_steps(workdir)
+  assert not os.path.exists(os.path.join(workdir, 'lease.json'))
+
+
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGUSR1])
 def test_stop_signal_saves_the_step_reached_and_the_resume_is_exact(straight_run, signum):
   """SIGTERM (SLURM, TPU maintenance, ssh hang-up) or SLURM's pre-timeout SIGUSR1: the run

@@ -253,6 +253,17 @@ def test_report_draws_readable_figures_into_out(sweep):
   assert not os.path.exists(os.path.join(sweep, 'summary.csv'))
 
 
+def test_report_never_replaces_a_file_it_did_not_write(sweep, tmp_path):
+  root, _ = sweep
+  out = tmp_path / 'figures'
+  out.mkdir()
+  (out / 'notes.txt').write_text('mine\n')
+  with pytest.raises(UserError, match=r"--out .*figures holds files icl_jax did not write there "
+                                      r"\('notes.txt'\)"):
+    report_lib.report(root, str(out))
+  assert os.listdir(out) == ['notes.txt']
+
+
 def test_cell_phase_takes_the_most_common_label():
   def done(phase):
     return report_lib.PointRecord('p', 'p', 'p', {}, {}, state='done', phase=phase)

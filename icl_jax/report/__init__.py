@@ -34,6 +34,7 @@ from typing import Any
 from icl_jax import files
 from icl_jax import status as status_lib
 from icl_jax.errors import UserError
+from icl_jax.report import figures as figures_lib
 from icl_jax.report.figures import draw_figures, plateau_fields
 from icl_jax.report.grid import Grid, cell_mean, cell_phase, count_states, make_grid
 from icl_jax.report.grid import acc_cell, phase_cell, plateau_power_laws, power_law
@@ -47,6 +48,11 @@ __all__ = ['report', 'PointRecord', 'load_point', 'read_points', 'Grid', 'make_g
            'cell_mean', 'cell_phase', 'acc_cell', 'phase_cell', 'count_states', 'report_text',
            'csv_columns', 'csv_row', 'draw_figures', 'plateau_fields', 'plateau_power_laws',
            'power_law']
+
+
+# What the report writes into --out.
+OUTPUTS = (CSV_FILE, CURVES_FILE, figures_lib.PHASE_DIAGRAM, figures_lib.UNSEEN_VS_TASKS,
+           figures_lib.PLATEAU, figures_lib.STATE_SIZE, figures_lib.TRAINING_CURVES)
 
 
 def report(root: str, out: str | None = None) -> dict[str, Any]:
@@ -65,6 +71,9 @@ def report(root: str, out: str | None = None) -> dict[str, Any]:
       raise UserError(f'--out {out} is the root of another sweep, whose summary.csv and '
                       'figures are there; choose another --out (default: --root itself).')
   points, swept = read_points(root)
+  if out is not None and os.path.abspath(out) != os.path.abspath(root):
+    files.claim_output_dir(out, OUTPUTS, '--out', written_before=os.path.isfile(
+        os.path.join(out, CSV_FILE)))
   out = out or root
   os.makedirs(out, exist_ok=True)
   columns = csv_columns(swept)
