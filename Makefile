@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= workdirs/gpicl_digits
 STAMP := $(VENV)/.installed
 
-.PHONY: run smoke test bench clean
+.PHONY: run smoke test docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,15 @@ smoke: $(STAMP)
 
 # Two pytest-xdist workers, a file each at a time (module fixtures are built once): most
 # tests compile or wait on a subprocess with one core busy. TEST_WORKERS=0 runs serially.
+# The docs build first, strictly: a broken link or a missing page fails the tests.
 TEST_WORKERS ?= 2
 test: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir $(VENV)/site-check
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+
+# The documentation site (MkDocs, Material theme) into site/.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 # Short-budget benchmarks (a few minutes on 2 CPU cores): appends one JSON line per figure
 # to benchmarks/results/<host>.jsonl, then prints the latest results as markdown tables.
@@ -41,4 +47,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/table.py $(BENCH_OUT)
 
 clean:
-	rm -rf $(VENV) workdirs
+	rm -rf $(VENV) workdirs site

@@ -18,7 +18,7 @@ also compile in the first). Prints one JSON line per (model, round, side), then 
 model with the median steps/s of each side and the ratio icl_jax / peer, which
 `benchmarks/table.py` renders. Load still favours our side: torch's OpenMP threads spin
 while they wait for each other, so a third process on the two cores slows the peer's many
-small ops most (README, Benchmarks); compare rounds taken on a quiet machine.
+small ops most (docs/benchmarks.md); compare rounds taken on a quiet machine.
 """
 
 from __future__ import annotations

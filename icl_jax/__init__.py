@@ -1,6 +1,6 @@
 """icl_jax: meta-train black-box sequence models into general-purpose in-context learners.
 
-The public Python API (see README.md, "From Python"):
+The public Python API (see docs/evaluation.md, "From Python"):
   icl_jax.load(workdir, step=None)  -> icl_jax.Trained: a trained model's parameters, with
                                        logits / predict / sample_episodes
   icl_jax.workload.build(config)    -> the datasets, Spec and abstract state of a config

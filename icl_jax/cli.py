@@ -236,5 +236,5 @@ def _unknown_override(chain: list[BaseException], argv: list[str]) -> str | None
           fixed = '.'.join(suggestion.group(1) if k == key else k for k in field.split('.'))
           hint = f' Did you mean --config.{fixed}?'
         return (f'--config.{field}: the config has no field {key!r}.{hint} The fields are '
-                f'listed in README.md (Config schema); --helpfull shows every --config.* flag.')
+                f'listed in docs/config.md; --helpfull shows every --config.* flag.')
   return None

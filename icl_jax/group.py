@@ -40,7 +40,7 @@ def strategy(requested: str, mesh: Mesh) -> str:
   """'vmap' or 'map': how each device steps its runs (config.mesh.group_strategy).
 
   'auto' is 'map' on a CPU, where one run after another runs plain matmuls and beats the
-  batched ones of a vmap (README, Benchmarks), and 'vmap' elsewhere: on an accelerator one
+  batched ones of a vmap (docs/benchmarks.md), and 'vmap' elsewhere: on an accelerator one
   batched program keeps the chip busy.
   """
   if requested != 'auto':

@@ -64,11 +64,11 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
     for key in parents:
       if not isinstance(node, ml_collections.ConfigDict) or key not in node:
         raise UserError(f'{where}: the config has no field {path!r}. Use dotted paths of the '
-                        f'schema in README.md, e.g. model.width or task.num_tasks.')
+                        f'schema (docs/config.md), e.g. model.width or task.num_tasks.')
       node = node[key]
     if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
       raise UserError(f'{where}: the config has no field {path!r}. Use dotted paths of the '
-                      f'schema in README.md, e.g. model.width or task.num_tasks.')
+                      f'schema (docs/config.md), e.g. model.width or task.num_tasks.')
     try:
       with node.unlocked():
         node[leaf] = value

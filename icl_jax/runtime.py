@@ -14,7 +14,7 @@ a request larger than an arena's 64 MB heap whatever M_MMAP_MAX says, so all thr
 settings are needed: one arena (the main one, grown by sbrk), no mmap, and no trimming,
 so a freed buffer stays mapped and the next step reuses the same pages.
 Measured on a 2-core CPU: system time 16 s -> 1 s, page faults 5.2M -> 0.16M, `tiny`
-steps/s +60% (see README, Benchmarks). One arena costs lock contention only where many
+steps/s +60% (see docs/benchmarks.md). One arena costs lock contention only where many
 threads allocate at once, which XLA:CPU's few large buffers per step do not.
 
 Applied only where JAX will run on the CPU (no GPU/TPU plugin installed, or

@@ -5,7 +5,7 @@ Everything else derives from `FIELDS`: `config.base_config()` (the defaults expe
 files start from), `config.validate()` (each field's check, then the rules that relate
 fields, then the checks the task family's and the model's registry entries carry), the
 policies in `fields.py` (which fields may differ within a group, change on resume, name a
-workdir) and the README's table of fields (`markdown_table`, tested against README.md).
+workdir) and the documentation's config reference (`markdown_table`, docs/config.md).
 
 Policies:
   VALUE      may differ between the runs of one vmapped group: it reaches the step as an
@@ -59,7 +59,7 @@ def is_count(x: Any, minimum: int = 1) -> bool:
 class Field:
   path: str  # 'train.lr'
   default: Any
-  doc: str  # What it means, for the README's table.
+  doc: str  # What it means, for the config reference.
   check: Callable[[str, Any], str | None] | None = None  # (path, value) -> problem or None.
   policy: str = STATIC
   hparam: str | None = None  # Its name in steps.Run.hparams (VALUE fields that reach the step).
@@ -221,7 +221,7 @@ GROUP_STRATEGIES = ('auto', 'vmap', 'map')
 _SYNTH = 'synthetic'
 
 # ---------------------------------------------------------------------------------------
-# The fields. Order: the config's, and the README table's.
+# The fields. Order: the config's, and the config reference's.
 # ---------------------------------------------------------------------------------------
 F = Field
 FIELDS: tuple[Field, ...] = (
@@ -363,7 +363,7 @@ def policy(path: str) -> str:
 
 
 def markdown_table() -> str:
-  """The README's table of fields: path, default, policy, meaning."""
+  """The config reference's table of fields: path, default, policy, meaning."""
   rows = ['| field | default | on resume / in a group | meaning |', '|---|---|---|---|']
   words = {VALUE: 'fixed / may differ', STATIC: 'fixed / shared',
            RESUMABLE: 'may change / shared'}

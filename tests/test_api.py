@@ -89,13 +89,14 @@ def test_a_damaged_newest_checkpoint_falls_back_and_is_left_alone(trained_run, t
     icl_jax.load(workdir, step=40)
 
 
-def test_the_readme_example_runs(trained_run):
-  """The README's notebook-sized example, verbatim but for the workdir, in a fresh process."""
+def test_the_documented_example_runs(trained_run):
+  """docs/evaluation.md's notebook-sized example, verbatim but for the workdir, in a fresh
+  process."""
   workdir, _, _ = trained_run
-  with open(os.path.join(REPO, 'README.md')) as f:
+  with open(os.path.join(REPO, 'docs', 'evaluation.md')) as f:
     readme = f.read()
   block = re.search(r'<!-- api-example -->\s*```python\n(.*?)```', readme, re.S)
-  assert block, 'README.md lost its <!-- api-example --> python block'
+  assert block, 'docs/evaluation.md lost its <!-- api-example --> python block'
   code = block.group(1).replace("'workdirs/gpicl_digits'", repr(workdir))
   assert repr(workdir) in code
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1',

@@ -1,6 +1,6 @@
 """benchmarks/device_check.py in its --cpu smoke mode, and the tests' GPU opt-out.
 
-The GPU run itself needs a lent GPU machine (README, Benchmarks); here every part of the
+The GPU run itself needs a lent GPU machine (docs/benchmarks.md); here every part of the
 same script runs with tiny budgets and shapes, so the command prepared for the GPU is
 not dead code. The orchestrator runs as on the GPU image, where none of the project's
 dependencies are installed: with `python -I -S`, only the standard library importable.

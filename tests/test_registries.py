@@ -1,7 +1,7 @@
-"""The registries are the single source: README's tables list exactly what they register.
+"""The registries are the single source: the docs' tables list exactly what they register.
 
-A family, model or prompt added to (or removed from) a registry without its README row
-fails here, and so does a README row for something that is not registered.
+A family, model or prompt added to (or removed from) a registry without its row in
+docs/experiments.md fails here, and so does a row for something that is not registered.
 """
 
 import functools
@@ -17,15 +17,16 @@ from icl_jax import models
 from icl_jax import tasks
 from icl_jax.tasks import prompts
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'README.md')
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'docs',
+                      'experiments.md')
 
 
 def section(heading: str) -> list[str]:
-  """The lines under the README heading that contains `heading`, up to the next heading."""
+  """The lines under the page's heading that contains `heading`, up to the next heading."""
   with open(README) as f:
     lines = f.read().splitlines()
   starts = [i for i, line in enumerate(lines) if line.startswith('#') and heading in line]
-  assert len(starts) == 1, f'README.md needs exactly one heading with {heading!r}'
+  assert len(starts) == 1, f'{README} needs exactly one heading with {heading!r}'
   body = []
   for line in lines[starts[0] + 1:]:
     if line.startswith('#'):

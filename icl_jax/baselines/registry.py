@@ -1,5 +1,5 @@
 """The registry of classical in-context learners: the one place evaluation, its tables and
-the README's list read them from.
+the documentation's list read them from.
 
 A learner is one `register(Baseline(...))` call in the module that defines it; importing
 `icl_jax.baselines` imports every module of the package (and plugins, icl_jax/plugins.py),

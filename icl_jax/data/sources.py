@@ -29,7 +29,7 @@ from icl_jax.errors import UserError
 @dataclasses.dataclass(frozen=True)
 class Kind:
   prefix: str  # 'folder': arguments `folder:PATH`.
-  doc: str  # What PATH is, in one line (error messages, the README).
+  doc: str  # What PATH is, in one line (error messages, the docs).
   splits: Callable[[str], list[str]]  # PATH -> its split names; UserError if unreadable.
   # (PATH, split, image_shape) -> (images_NxHxWxC, labels_N int32, num_classes): numeric
   # images, C = 1 or 3; images of one size are returned as they are (loading.py resizes).

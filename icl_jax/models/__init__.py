@@ -7,7 +7,7 @@
   lsa          linear self-attention only, von Oswald et al. (lsa.py)
 
 `MODELS` is the one registry: each model's constructor, its state size and the prompts it
-serves. `build`, `state_size`, the config's validation and the README's table read it. A
+serves. `build`, `state_size`, the config's validation and the docs' table (docs/experiments.md) read it. A
 model of one's own is one file, `models/<name>.py` (the package imports every module in
 it) or a plugin (icl_jax/plugins.py), that calls `register`.
 """

@@ -21,7 +21,7 @@ how they are drawn from the task's key; both give A_ij ~ N(0, proj_scale / D):
   'threefry_fast'  the same Threefry-2x32-20 hash of the same key, but both words of a
                    block are draws (half the hashing) and a shorter transform
                    (`fast_normal`). A different stream, so a different run: opt in for new
-                   runs. ~1.5x cheaper again than 'threefry' (README, Benchmarks).
+                   runs. ~1.5x cheaper again than 'threefry' (docs/benchmarks.md).
 Not offered, after measuring: rbg / unsafe_rbg keys (vmap draws a whole batch from the
 first episode's key, jax's rng_bit_generator batching rule, so an episode's projection would
 depend on the other tasks of its batch and a finite pool would not be finite); jax's
