@@ -112,6 +112,8 @@ class Group:
     self.x_NxD, self.y_N = wl.training_inputs(mesh)
     self._step = None
     self._slice = jax.jit(lambda tree, i: jax.tree.map(lambda a: a[i], tree))
+    self._gather = jax.jit(lambda tree, r: jax.tree.map(lambda a: a[r], tree),
+                           out_shardings=NamedSharding(mesh, P()))
 
   def init(self) -> steps.State:
     """Step 0 of every run."""
@@ -134,7 +136,11 @@ class Group:
 
   def run_state(self, state: steps.State, r: int) -> steps.State:
     """Run r's state, replicated on the devices that hold it and no others: sliced from
-    each device's own shard, so saving a run never gathers the group onto every device."""
+    each device's own shard, so saving a run never gathers the group onto every device.
+    On several processes it is gathered onto every device instead: orbax saves there only
+    arrays that span every process (one on a single process's devices is "host local")."""
+    if jax.process_count() > 1:
+      return self._gather(state, r)
     row = r // self.runs_per_device
     devices = list(self.mesh.devices[row])
     target = NamedSharding(Mesh(np.array(devices), (sharding.DATA,)), P())
