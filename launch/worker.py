@@ -1,8 +1,8 @@
 """A sweep worker: one group of a launch, trained in this process.
 
 Every backend ends here: `python -m launch.sweep --root DIR --launch ID --only_group I` (the
-vmap, local and tpu_vm backends) and the SLURM array task (launch/slurm.py) both call
-`start`, which turns on the compilation cache and jax.distributed, then `run_group`.
+vmap, local and tpu_vm backends) and the SLURM array task (launch/backends/slurm.py) both
+call `start`, which turns on the compilation cache and jax.distributed, then `run_group`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from icl_jax import lease as lease_lib
+from icl_jax import plugins
 from icl_jax import runs as runs_lib
 from icl_jax import runtime
 from icl_jax import status as status_lib
@@ -20,7 +21,10 @@ from icl_jax.errors import UserError
 
 def start(root: str, launch_id: str, index: int, device_memory_bytes: int | None = None,
           compilation_cache: str = '') -> int:
-  """The worker's process set-up, then group `index`; returns an exit code."""
+  """The worker's process set-up, then group `index`; returns an exit code. A SLURM task
+  starts here without the launcher's command line, so the plugins (a dataset source, say)
+  are imported here too."""
+  plugins.load()
   runtime.start(compilation_cache)
   runtime.initialize_distributed()
   return run_group(root, launch_id, index, device_memory_bytes)
