@@ -7,7 +7,11 @@ call `start`, which turns on the compilation cache and jax.distributed, then `ru
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
+
+import jax
 
 from icl_jax import lease as lease_lib
 from icl_jax import plugins
@@ -27,7 +31,21 @@ def start(root: str, launch_id: str, index: int, device_memory_bytes: int | None
   plugins.load()
   runtime.start(compilation_cache)
   runtime.initialize_distributed()
+  if jax.process_count() > 1:
+    print(process_line(), file=sys.stderr)
   return run_group(root, launch_id, index, device_memory_bytes)
+
+
+def process_line() -> str:
+  """What this process of a multi-process group is and sees (launch/README.md's table says
+  what it should be on SLURM): its rank, its node and its devices."""
+  seen = ' '.join(f'{name}={os.environ[name]}' for name in (
+      'SLURMD_NODENAME', 'SLURM_PROCID', 'SLURM_LOCALID', 'SLURM_STEP_NODELIST',
+      'CUDA_VISIBLE_DEVICES') if name in os.environ)
+  devices = ', '.join(f'{d.platform}:{d.id}' for d in jax.local_devices())
+  return (f'process {jax.process_index()} of {jax.process_count()} on {socket.gethostname()}'
+          f'{" (" + seen + ")" if seen else ""}: local devices {devices}; '
+          f'{jax.device_count()} in all')
 
 
 def run_group(root: str, launch_id: str, index: int,

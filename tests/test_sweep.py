@@ -303,8 +303,11 @@ def _fingerprint(workdir):
 
 
 def test_slurm_without_sbatch_prints_the_array_script(data_dir, tmp_path):
+  env = _env(tmp_path)  # A host without SLURM's commands, even where this one has them.
+  env['PATH'] = os.pathsep.join(d for d in env['PATH'].split(os.pathsep)
+                                if not os.path.exists(os.path.join(d, 'sbatch')))
   out = subprocess.run(_launch(str(tmp_path / 'r'), data_dir, '--backend=slurm'), cwd=REPO,
-                       env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+                       env=env, capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr[-3000:]
   assert '#SBATCH --array=0-1%2' in out.stdout  # One task per group of the 2 widths.
   assert 'submitit.core._submit' in out.stdout and 'sbatch is not on this host' in out.stderr
