@@ -99,10 +99,8 @@ def slurm_cluster():
   munged, slurmctld and 2 slurmd with 2 fake GPUs each), stopped at the end; the tests skip
   with one reason where SLURM is not installed."""
   import slurm_cluster as cluster_lib  # pylint: disable=g-import-not-at-top
-  missing = cluster_lib.missing()
-  if missing:
-    pytest.skip(f'SLURM cannot run here: {", ".join(missing)} missing (.ci/run installs it: '
-                f'apt-get install -y slurmctld slurmd slurm-client munge)')
+  if cluster_lib.why_not():
+    pytest.skip(cluster_lib.why_not())
   # Not under pytest's own temporary folder: munged wants every folder above its socket
   # open to all, and pytest's is private.
   directory = tempfile.mkdtemp(prefix='icl_jax_slurm_')

@@ -45,6 +45,15 @@ def missing() -> list[str]:
   return absent
 
 
+def why_not() -> str | None:
+  """Why no cluster can run here (the tests' one skip reason), or None."""
+  absent = missing()
+  if not absent:
+    return None
+  return (f'SLURM cannot run here: {", ".join(absent)} missing (.ci/run installs it: '
+          f'apt-get install -y slurmctld slurmd slurm-client munge)')
+
+
 def _free_ports(n: int) -> list[int]:
   sockets = [socket.socket() for _ in range(n)]
   try:

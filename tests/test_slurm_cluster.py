@@ -30,6 +30,10 @@ from icl_jax import status as status_lib
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, 'scripts'))
 import fault_check  # pylint: disable=g-import-not-at-top,wrong-import-position
+import slurm_cluster  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+if slurm_cluster.why_not():  # One line in the summary, not one per test.
+  pytest.skip(slurm_cluster.why_not(), allow_module_level=True)
 
 pytestmark = pytest.mark.slurm
 EXPERIMENT = os.path.join(REPO, 'tests', 'experiments', 'tiny_sweep.py')
