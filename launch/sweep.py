@@ -105,7 +105,7 @@ def launch(argv: list[str]) -> int:
     print_plan(this, status, backend)
     return 0
   if not this.groups:
-    return nothing_to_run(this, status, held)
+    return nothing_to_run(this, held)
   this.write(backend.name)
   try:
     return backend.submit(this)
@@ -145,8 +145,9 @@ def plan_groups(this: base.Launch, backend: base.Backend
   and {workdir: what holds it}."""
   this.points = plan.expand(this.config_arg, this.root, _CONFIG.value)
   status = {p.workdir: plan.point_status(p) for p in this.points}
-  held = held_points(this.root, this.points)
-  todo = [p for p in this.points if status[p.workdir] != status_lib.DONE and p.workdir not in held]
+  todo = [p for p in this.points if status[p.workdir] != status_lib.DONE]
+  held = held_points(this.root, todo)
+  todo = [p for p in todo if p.workdir not in held]
   this.groups = plan.make_groups(todo, _MAX_GROUP.value if backend.grouped else None)
   counts = {s: list(status.values()).count(s) for s in status_lib.STATES}
   print(f'{len(this.points)} points in {this.root}: ' +
@@ -156,9 +157,9 @@ def plan_groups(this: base.Launch, backend: base.Backend
 
 
 def held_points(root: str, points: list[plan.Point]) -> dict[str, str]:
-  """{workdir: what holds it} for points that another live process trains (an earlier
-  launch's workers, a requeued job: their lease) or that a backend's job still has queued:
-  training them here too would run them twice."""
+  """{workdir: what holds it} for the `points` (those not done) that another live process
+  trains (an earlier launch's workers, a requeued job: their lease) or that a backend's job
+  still has queued: training them here too would run them twice."""
   queued = {}
   for backend in registry.all_backends():
     queued.update(backend.queued(root))
@@ -186,14 +187,15 @@ def print_plan(this: base.Launch, status: dict[str, str], backend: base.Backend)
     print(text)
 
 
-def nothing_to_run(this: base.Launch, status: dict[str, str], held: dict[str, str]) -> int:
-  busy = {w: what for w, what in held.items() if status[w] != status_lib.DONE}
-  if not busy:
+def nothing_to_run(this: base.Launch, held: dict[str, str]) -> int:
+  """Says why there is nothing to run: every point is done, or the rest are held (`held`
+  has only points not done)."""
+  if not held:
     print('Nothing to run: every point is done. Draw the figures with '
           f'python -m icl_jax.report --root {this.root}', file=sys.stderr)
   else:
-    print(f'Nothing to run now: the {len(busy)} point(s) not done are being trained or are '
-          f'queued ({base.describe_holders(busy)}). Follow them with --dry_run; relaunch once '
+    print(f'Nothing to run now: the {len(held)} point(s) not done are being trained or are '
+          f'queued ({base.describe_holders(held)}). Follow them with --dry_run; relaunch once '
           f'they end to resume whatever they leave unfinished.', file=sys.stderr)
   return 0
 

@@ -177,13 +177,14 @@ def test_a_requeued_task_is_held_and_a_relaunch_leaves_it_alone(slurm_cluster, e
 # ---------------------------------------------------------------------------------------
 def test_a_sweep_is_submitted_finished_and_reported(slurm_cluster, env, data_dir, tmp_path):
   """Two groups, an array of two tasks: the job id is printed with the commands that use
-  it; a relaunch while they are queued or running submits nothing and says so; then both
-  finish and the report reads them."""
-  sweep = submit(env, data_dir, str(tmp_path / "smoke sweep's root"), 'steps=8')  # Quoted.
+  it; a relaunch while they train submits nothing and says what holds the points; then
+  both finish and the report reads them. The root has a space and a quote (quoting)."""
+  sweep = submit(env, data_dir, str(tmp_path / "smoke sweep's root"), 'steps=2000', *LONG)
   job = sweep.job
   assert (f'submitted SLURM array job {job}: 2 tasks, task I trains group I. Follow it: '
           f'squeue -j {job}; stop it (each task saves first): scancel {job}') in sweep.out
-  again = launch(env, data_dir, sweep.root, sweep.arg)
+  wait_training(slurm_cluster, sweep)
+  again = launch(env, data_dir, sweep.root, sweep.arg, *LONG)
   assert again.returncode == 0 and 'submitted SLURM' not in again.stderr, again.stderr[-3000:]
   assert 'Nothing to run now: the 4 point(s) not done are being trained or are queued' in (
       again.stderr), again.stderr
@@ -195,8 +196,9 @@ def test_a_sweep_is_submitted_finished_and_reported(slurm_cluster, env, data_dir
   assert all(plan.point_status(p) == 'done' for p in sweep.points)
   shown = report.report(sweep.root)
   assert shown['counts'] == {'done': 4, 'failed': 0, 'running': 0, 'pending': 0}
-  done = launch(env, data_dir, sweep.root, sweep.arg)
+  done = launch(env, data_dir, sweep.root, sweep.arg, *LONG)
   assert done.returncode == 0 and 'Nothing to run: every point is done' in done.stderr
+  assert 'skipping' not in done.stderr, done.stderr  # Done points are not "held".
 
 
 @pytest.fixture(scope='module')
