@@ -1,20 +1,22 @@
 """Workdir leases: at most one trainer per workdir at a time; no JAX.
 
-A trainer holds `<workdir>/lease.json` ({host, pid, pid_start, started, heartbeat}, and on
-SLURM {slurm_job, slurm_restart}) while it trains (process 0 of a multi-host run holds it
-for all). A second trainer, a second submission whose predecessor still runs, or a
-relaunched sweep finds it and refuses (LeaseHeld, one line naming the holder) instead of
-interleaving metrics and racing orbax's checkpoint rotation. A lease is stale, and is
-taken over with a warning, when its holder is gone: a process on this host that no longer
-exists (kill -9, a crash, a lost node's restart), an earlier run of this same SLURM job (a
-requeue, perhaps on another node: SLURM runs one at a time), or a heartbeat older than
-STALE_AFTER_S from any host (a shared disk, another node).
+A trainer holds `<workdir>/lease.json` ({host, pid, pid_start, started, heartbeat}, on SLURM
+{slurm_job, slurm_restart}, and `step`, the last step it logged) while it trains (process 0
+of a multi-host run holds it for all). A second trainer, a second submission whose
+predecessor still runs, or a relaunched sweep finds it and refuses (LeaseHeld, one line
+naming the holder) instead of interleaving metrics and racing orbax's checkpoint rotation. A
+lease is stale, and is taken over with a warning, when its holder is gone: a process on this
+host that no longer exists (kill -9, a crash, a lost node's restart), an earlier run of this
+same SLURM job (a requeue, perhaps on another node: SLURM runs one at a time), or a
+heartbeat older than STALE_AFTER_S from any host (a shared disk, another node).
 
 Taking a lease is atomic on POSIX and NFS: the content is written to a temporary file,
 then hard-linked to `lease.json`, which fails if the name exists (where hard links are
 refused, as on gcsfuse, an exclusive create stands in: `_create_exclusively`). The holder
 refreshes the heartbeat every HEARTBEAT_S from a background thread and checks before every
-checkpoint that the lease is still its own (`Lease.check`).
+checkpoint that the lease is still its own (`Lease.check`). The same thread writes the step the
+training loop reports at its log steps (`Lease.progress`), at most every PROGRESS_S: launchers
+show a running group's progress from it (`progress_step`), without reading the log's text.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from icl_jax.errors import UserError
 
 LEASE_FILE = 'lease.json'
 HEARTBEAT_S = 30.0
+# A new logged step reaches the lease file this soon: often enough for a launcher's console,
+# rarely enough that a group of many runs does not keep a shared disk busy.
+PROGRESS_S = 5.0
 # A holder on another host is presumed gone after this long without a heartbeat: many
 # heartbeats, so a slow shared disk or a long checkpoint never makes a live lease stale.
 STALE_AFTER_S = 300.0
@@ -120,6 +125,13 @@ def stale_reason(holder: dict[str, Any] | None, now: float | None = None) -> str
   return None
 
 
+def progress_step(workdir: str) -> int | None:
+  """The last step the lease's live holder logged; None if it holds none or logged none yet."""
+  holder = live_holder(workdir)
+  step = holder.get('step') if holder else None
+  return step if isinstance(step, int) else None
+
+
 def describe(holder: dict[str, Any], now: float | None = None) -> str:
   now = time.time() if now is None else now
   started = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('started', 0)))
@@ -159,7 +171,9 @@ class Lease:
 
   def __init__(self, workdir: str, record: dict[str, Any]):
     self.workdir, self.path, self._record = workdir, os.path.join(workdir, LEASE_FILE), record
-    self._stop = threading.Event()
+    self._stop, self._news = threading.Event(), threading.Event()
+    self._lock = threading.Lock()  # The record is changed by the loop, written by the thread.
+    self._written = time.monotonic()
     self._thread = threading.Thread(target=self._beat, name=f'lease:{workdir}', daemon=True)
     self._thread.start()
 
@@ -188,15 +202,33 @@ class Lease:
                     f'only one trainer may use a workdir.')
 
   def _beat(self) -> None:
-    while not self._stop.wait(HEARTBEAT_S):
+    """Rewrites the lease every HEARTBEAT_S, and soon after the loop reports a new step."""
+    while not self._stop.is_set():
+      self._news.wait(max(self._written + HEARTBEAT_S - time.monotonic(), 0))
+      if self._stop.is_set():
+        return
+      self._news.clear()
       holder = read(self.workdir)
       if holder is None or not _is_mine(holder):
         return  # Lost: `check` reports it at the next checkpoint.
-      self._record['heartbeat'] = time.time()
+      with self._lock:
+        self._record['heartbeat'] = time.time()
+        record = dict(self._record)
+      self._written = time.monotonic()
       try:
-        files.write_json(self.path, self._record)
+        files.write_json(self.path, record)
       except OSError:
         pass  # A full or flaky disk: the next beat tries again.
+
+  def progress(self, step: int) -> None:
+    """Notes the step the run just logged. Cheap, no file access: the heartbeat thread writes
+    it, at once for the first one or if the lease was last written PROGRESS_S ago, else with
+    a later step."""
+    with self._lock:
+      first = 'step' not in self._record
+      self._record['step'] = step
+    if first or time.monotonic() - self._written >= PROGRESS_S:
+      self._news.set()
 
   def check(self) -> None:
     """Raises LeaseHeld if another process took this workdir over (it judged this one gone,
@@ -209,6 +241,7 @@ class Lease:
 
   def release(self) -> None:
     self._stop.set()
+    self._news.set()
     self._thread.join(timeout=5)
     holder = read(self.workdir)
     if holder is not None and _is_mine(holder):

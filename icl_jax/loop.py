@@ -46,12 +46,15 @@ class Metrics:
   At a flush every pending step is checked per run (a non-finite one stops that run, see
   RunDir.check_finite) and, at log steps, each live run's means since its last log are
   written. The means are taken on the host in float64 from each step's float32 values,
-  as they always were, so the logs of a resumed or regrouped run match to the bit.
+  as they always were, so the logs of a resumed or regrouped run match to the bit. Each
+  logged run's lease notes the step (no file access here: its heartbeat thread writes it),
+  which is where launchers read a running group's progress.
   """
 
   def __init__(self, runs: Sequence[runs_lib.RunDir], every_steps: int, total: int,
-               bar: progress.Progress, start: int):
+               bar: progress.Progress, start: int, leases: Sequence[lease_lib.Lease] = ()):
     self.runs, self.every, self.total, self.bar = runs, every_steps, total, bar
+    self._leases = {lease.workdir: lease for lease in leases}  # Process 0 holds them.
     self._pending: list[tuple[int, dict[str, jax.Array]]] = []
     self._history: list[list[dict[str, float]]] = [[] for _ in runs]
     self._last = (time.perf_counter(), start)  # (time, step) of the last log.
@@ -93,6 +96,8 @@ class Metrics:
       means = {f'train/{k}': float(np.mean([h[k] for h in history])) for k in history[0]}
       run.log(step, means, steps_per_sec)
       history.clear()
+      if run.workdir in self._leases:
+        self._leases[run.workdir].progress(step)
       if r == 0:
         self.bar.set_postfix(loss=f'{means["train/loss"]:.4f}')
     self._last = (now, step)

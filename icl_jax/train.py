@@ -201,7 +201,7 @@ def train_runs(runs: Sequence[runs_lib.RunDir], wl: workload_lib.Workload,
   total, tc = config.train.steps, config.train
   bar = progress.Progress(total, 'train' if len(runs) == 1 else f'train {len(runs)} runs',
                           initial=start, disable=not is_main)
-  metrics = loop.Metrics(runs, tc.log_every_steps, total, bar, start)
+  metrics = loop.Metrics(runs, tc.log_every_steps, total, bar, start, leases)
   evaluation = loop.Evaluation(evaluator, group, runs, metrics, tc.eval_every_steps, total,
                                progress.say if is_main and len(runs) == 1 else None)
   checkpoint = loop.Checkpoint(group, runs, metrics, leases, tc.checkpoint_every_steps, total)

@@ -1,15 +1,20 @@
 """A sweep worker: one group of a launch, trained in this process.
 
 Every backend ends here: `python -m launch.sweep --root DIR --launch ID --only_group I` (the
-vmap, local and tpu_vm backends) and the SLURM array task (launch/slurm.py) both call
-`start`, which turns on the compilation cache and jax.distributed, then `run_group`.
+vmap, local and tpu_vm backends) and the SLURM array task (launch/backends/slurm.py) both
+call `start`, which turns on the compilation cache and jax.distributed, then `run_group`.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 
+import jax
+
 from icl_jax import lease as lease_lib
+from icl_jax import plugins
 from icl_jax import runs as runs_lib
 from icl_jax import runtime
 from icl_jax import status as status_lib
@@ -20,11 +25,28 @@ from icl_jax.errors import UserError
 
 def start(root: str, launch_id: str, index: int, device_memory_bytes: int | None = None,
           compilation_cache: str = '') -> int:
-  """The worker's process set-up, then group `index`; returns an exit code."""
+  """The worker's process set-up, then group `index`; returns an exit code. A SLURM task
+  starts here without the launcher's command line, so the plugins (a dataset source, say)
+  are imported here too."""
+  plugins.load()
   runtime.start(compilation_cache)
   runtime.initialize_distributed()
   runtime.check_backend()
+  if jax.process_count() > 1:
+    print(process_line(), file=sys.stderr)
   return run_group(root, launch_id, index, device_memory_bytes)
+
+
+def process_line() -> str:
+  """What this process of a multi-process group is and sees (launch/README.md's table says
+  what it should be on SLURM): its rank, its node and its devices."""
+  seen = ' '.join(f'{name}={os.environ[name]}' for name in (
+      'SLURMD_NODENAME', 'SLURM_PROCID', 'SLURM_LOCALID', 'SLURM_STEP_NODELIST',
+      'CUDA_VISIBLE_DEVICES') if name in os.environ)
+  devices = ', '.join(f'{d.platform}:{d.id}' for d in jax.local_devices())
+  return (f'process {jax.process_index()} of {jax.process_count()} on {socket.gethostname()}'
+          f'{" (" + seen + ")" if seen else ""}: local devices {devices}; '
+          f'{jax.device_count()} in all')
 
 
 def run_group(root: str, launch_id: str, index: int,

@@ -91,3 +91,24 @@ def trained_run(data_dir, tmp_path_factory):
   config = tiny_config(data_dir)
   summary = train.train_and_evaluate(config, workdir)
   return workdir, config, summary
+
+
+@pytest.fixture(scope='session')
+def slurm_cluster():
+  """A real SLURM cluster on this host for the tests marked `slurm` (tests/slurm_cluster.py:
+  munged, slurmctld and 2 slurmd with 2 fake GPUs each), stopped at the end; the tests skip
+  with one reason where SLURM is not installed."""
+  import slurm_cluster as cluster_lib  # pylint: disable=g-import-not-at-top
+  if cluster_lib.why_not():
+    pytest.skip(cluster_lib.why_not())
+  # Not under pytest's own temporary folder: munged wants every folder above its socket
+  # open to all, and pytest's is private.
+  directory = tempfile.mkdtemp(prefix='icl_jax_slurm_')
+  os.chmod(directory, 0o755)
+  cluster = cluster_lib.Cluster(directory)
+  try:
+    cluster.start()
+    yield cluster
+  finally:
+    cluster.stop()
+    shutil.rmtree(directory, ignore_errors=True)

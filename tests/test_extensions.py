@@ -1,6 +1,7 @@
-"""Extension points are one file each: a baseline and a dataset source written in a
-temporary directory, outside the package, named in ICL_JAX_PLUGINS, and used end to end
-by the commands users run (training on the source, meta-testing with the baseline)."""
+"""Extension points are one file each: a baseline, a dataset source and a launcher backend
+written in a temporary directory, outside the package, named in ICL_JAX_PLUGINS, and used
+end to end by the commands users run (training on the source, meta-testing with the
+baseline, a sweep launched through the backend)."""
 
 import json
 import os
@@ -52,6 +53,52 @@ sources.register(sources.Kind(
     read=read, fingerprint=lambda path: 'v1', layout='It has train and test.'))
 '''
 
+TOY_BACKEND = '''
+"""toy: each group's worker in a subprocess here, one at a time, its progress printed from
+the files the trainers write (leases while they run, status.json once they end): a launcher
+backend in one file, with a flag of its own."""
+import subprocess
+import sys
+import time
+
+from absl import flags
+
+from icl_jax import status as status_lib
+from launch.backends import base, registry
+
+_POLL = flags.DEFINE_float('toy_poll_s', 1.0, 'toy: how often to look at the progress.')
+
+
+class Toy(base.Backend):
+  name = 'toy'
+  help = 'each group in a subprocess here, one at a time'
+
+  def plan(self, launch):
+    return f'toy: {len(launch.groups)} group(s) would run here, one at a time'
+
+  def submit(self, launch):
+    launch.begin()  # Nothing can refuse this launch now.
+    failed = 0
+    for i, group in enumerate(launch.groups):
+      worker = subprocess.Popen(launch.worker_command(i), cwd=base.IMPORT_ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+      shown = None
+      while worker.poll() is None:
+        now = launch.progress(i)
+        if now and now != shown:
+          print(f'toy: group {i} at {now}', file=sys.stderr)
+          shown = now
+        time.sleep(_POLL.value)
+      failed += base.report_group(group, worker.returncode, 'the toy backend')
+      ended = [status_lib.read(p.workdir) or {} for p in group]
+      print(f'toy: group {i} ended: ' + ', '.join(f"{s.get('status')} at step {s.get('step')}"
+                                                  for s in ended), file=sys.stderr)
+    return launch.summary(failed)
+
+
+registry.register(Toy())
+'''
+
 
 def _env(tmp_path, data_dir):
   baseline, source = tmp_path / 'toy_baseline.py', tmp_path / 'toy_source.py'
@@ -87,6 +134,31 @@ def test_a_baseline_and_a_dataset_source_from_plugin_files(data_dir, tmp_path):
   first_class = results['unseen']['first_class']['mean']
   assert abs(sum(first_class) / len(first_class) - 0.5) < 0.2  # 2 classes, permuted labels.
   assert set(results['unseen']) == {'transformer', 'first_class', 'knn'}
+
+
+@pytest.mark.slow
+def test_a_launcher_backend_from_a_plugin_file_runs_a_sweep(data_dir, tmp_path):
+  """`--backend toy`, registered by a plugin file with a flag of its own: the sweep's groups
+  run through it and it reads their progress from the trainers' files."""
+  backend = tmp_path / 'toy_backend.py'
+  backend.write_text(TOY_BACKEND)
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1',
+             **{plugins.ENV: str(backend)})
+  root = str(tmp_path / 'sweep')
+  config = os.path.join(REPO, 'tests', 'experiments', 'tiny_sweep.py') + ':widths=8,steps=200'
+  args = [f'--config={config}', f'--root={root}', f'--config.data.data_dir={data_dir}',
+          '--backend=toy', '--toy_poll_s=0.05']
+  out = _run('launch.sweep', args + ['--dry_run'], env)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'toy: 1 group(s) would run here, one at a time' in out.stdout
+  out = _run('launch.sweep', args, env)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert re.search(r'toy: group 0 at step \d+/200', out.stderr), out.stderr[-3000:]
+  assert 'toy: group 0 ended: done at step 200, done at step 200' in out.stderr, out.stderr
+  assert '2/2 points done, 0 failed' in out.stderr
+  out = _run('launch.sweep', args[:3] + ['--backend=nope'], env)
+  assert out.returncode == 2 and 'Traceback' not in out.stderr
+  assert '<vmap|local|slurm|tpu_vm|toy>' in out.stderr.strip().splitlines()[-1], out.stderr
 
 
 def test_a_plugin_that_fails_is_one_line_naming_its_file_and_line(tmp_path, monkeypatch):
@@ -141,3 +213,13 @@ def test_a_task_family_and_a_model_from_a_plugin_file_pass_validation(tmp_path, 
     families.FAMILIES.pop('toy_linear')
     families.SYNTHETIC_FAMILIES.pop('toy_linear')
     models.MODELS.pop('toy_mlp')
+
+
+def test_the_sweep_launcher_names_a_bad_plugin_in_one_line(tmp_path):
+  """The launcher imports plugins before it reads its flags (a plugin may add a backend)."""
+  env = dict(os.environ, **{plugins.ENV: 'no_such_module_for_icl_jax'})
+  out = _run('launch.sweep', [f'--root={tmp_path}', '--backend=toy'], env)
+  assert out.returncode == 2 and 'Traceback' not in out.stderr
+  lines = out.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(
+      "error: Plugin 'no_such_module_for_icl_jax' (from $ICL_JAX_PLUGINS) failed to import")

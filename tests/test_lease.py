@@ -150,6 +150,23 @@ def test_heartbeat_refreshes_and_a_lost_lease_is_noticed(tmp_path, monkeypatch):
   assert lease_lib.read(str(tmp_path))['pid'] == 7
 
 
+def test_the_logged_step_reaches_the_lease_for_launchers_to_read(tmp_path, monkeypatch):
+  """The loop notes each logged step (no file access in the loop); the heartbeat thread
+  writes the first at once and later ones at most every PROGRESS_S."""
+  monkeypatch.setattr(lease_lib, 'PROGRESS_S', 0.05)
+  lease = lease_lib.Lease.acquire(str(tmp_path))
+  assert 'step' not in lease_lib.read(str(tmp_path))
+  for step in (4, 8):
+    time.sleep(0.1)
+    lease.progress(step)
+    deadline = time.monotonic() + 10
+    while lease_lib.read(str(tmp_path)).get('step') != step:
+      assert time.monotonic() < deadline, lease_lib.read(str(tmp_path))
+      time.sleep(0.01)
+  lease.release()
+  assert lease_lib.read(str(tmp_path)) is None
+
+
 def test_simultaneous_takers_exactly_one_wins(tmp_path):
   context = multiprocessing.get_context('spawn')  # JAX's threads make fork unsafe.
   barrier, results = context.Barrier(4), context.Queue()

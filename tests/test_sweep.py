@@ -303,8 +303,11 @@ def _fingerprint(workdir):
 
 
 def test_slurm_without_sbatch_prints_the_array_script(data_dir, tmp_path):
+  env = _env(tmp_path)  # A host without SLURM's commands, even where this one has them.
+  env['PATH'] = os.pathsep.join(d for d in env['PATH'].split(os.pathsep)
+                                if not os.path.exists(os.path.join(d, 'sbatch')))
   out = subprocess.run(_launch(str(tmp_path / 'r'), data_dir, '--backend=slurm'), cwd=REPO,
-                       env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+                       env=env, capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr[-3000:]
   assert '#SBATCH --array=0-1%2' in out.stdout  # One task per group of the 2 widths.
   assert 'submitit.core._submit' in out.stdout and 'sbatch is not on this host' in out.stderr
@@ -444,13 +447,24 @@ def test_a_root_belongs_to_one_experiment(data_dir, tmp_path):
   assert f'{root}/tiny_sweep-widths=8/' in sub.stdout
 
 
-def test_the_console_reads_the_running_groups_step_from_its_log(tmp_path):
-  from launch import sweep as launcher  # pylint: disable=g-import-not-at-top
-  log = tmp_path / 'group-0.log'
-  assert launcher.group_step(str(log)) is None  # Not started.
-  log.write_text('compiling the train step...\n')
-  assert launcher.group_step(str(log)) is None
-  log.write_text('x' * 10_000 + '\ntrain 2 runs: 0/300 steps (0%), starting\n'
-                 'train 2 runs: 120/300 steps (40%), 3.1 steps/s, 0m39s elapsed, ETA 1m00s\n'
-                 'step 120 | seen tasks: ...\n')
-  assert launcher.group_step(str(log)) == 'step 120/300'
+def test_the_console_reads_the_running_groups_step_from_its_lease(tmp_path):
+  """A running group's progress comes from the lease its trainer holds, which notes the last
+  logged step (icl_jax/lease.py), not from the text of its log."""
+  from launch.backends import base  # pylint: disable=g-import-not-at-top
+  [point] = plan.expand(f'{EXPERIMENT}:widths=8,steps=300', str(tmp_path))[:1]
+  assert base.group_progress([point]) is None  # Not started.
+  trainer = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+  try:
+    os.makedirs(point.workdir)
+    holder = dict(host=socket.gethostname(), pid=trainer.pid, pid_start=None,
+                  started=time.time(), heartbeat=time.time())
+    with open(os.path.join(point.workdir, 'lease.json'), 'w') as f:
+      json.dump(holder, f)
+    assert base.group_progress([point]) is None  # Compiling: nothing logged yet.
+    with open(os.path.join(point.workdir, 'lease.json'), 'w') as f:
+      json.dump(dict(holder, step=120), f)
+    assert base.group_progress([point]) == 'step 120/300'
+  finally:
+    trainer.kill()
+    trainer.wait()
+  assert base.group_progress([point]) is None  # The holder is gone.
