@@ -64,10 +64,25 @@ def _open_npz(path: str):
         'is not a regular file' if os.path.exists(path) else 'does not exist') +
         '; pass npz:FILE with arrays x_<split> and y_<split>.')
   try:
+    with open(path, 'rb') as f:
+      magic = f.read(6)
+    is_zip = zipfile.is_zipfile(path)
+  except OSError as e:
+    raise UserError(f'Cannot read array file {path}: {e.strerror or e}. Make it '
+                    'readable.') from e
+  # np.load would return a .npy's array (not an archive), or call any other file pickled
+  # data and advise allow_pickle, which this program never sets.
+  if not is_zip:
+    what = ('a damaged .npz archive (cut short?)' if magic.startswith(b'PK') else
+            'not a .npz archive but a single .npy array' if magic == b'\x93NUMPY' else
+            'not a .npz archive')
+    raise UserError(f'Cannot read array file {path}: it is {what}. Write x_<split> and '
+                    'y_<split> into one file with numpy.savez(path, x_train=..., y_train=...).')
+  try:
     return np.load(path, allow_pickle=False)
   except _READ_ERRORS as e:
-    raise UserError(f'Cannot read array file {path}: {e}. It must be a .npz written by '
-                    'numpy.savez with arrays x_<split> and y_<split>.') from e
+    raise UserError(f'Cannot read array file {path}: {str(e).rstrip(".")}. It must be a .npz '
+                    'written by numpy.savez with arrays x_<split> and y_<split>.') from e
 
 
 def _array(f, path: str, key: str) -> np.ndarray:
