@@ -141,7 +141,8 @@ CASES = [
         jnp.asarray(x), jnp.asarray(y).at[0, 0].set(99)), r'labels from 0 to 99'),
     Case('logits_nan_input', lambda tr, x, y, w, d: tr.logits(np.where(x > 1, np.nan, x), y),
          r'x_BxTxD holds NaN or inf .*Pass finite inputs'),
-    Case('logits_float64_beyond_float32', lambda tr, x, y, w, d: tr.logits(x.astype(np.float64) * 1e300, y),
+    Case('logits_float64_beyond_float32', lambda tr, x, y, w, d: tr.logits(
+        x.astype(np.float64) * 1e300, y),
          r"beyond float32's range"),
     Case('logits_complex_input', lambda tr, x, y, w, d: tr.logits(x.astype(np.complex64), y),
          r'x_BxTxD must hold real numbers \(integers or floats\); got dtype complex64'),
