@@ -131,7 +131,11 @@ class Spec:
     """logits_BxTxC: the prediction of y_t from the examples before t and x_t (for a
     regression family C = 1 and the one output is the predicted y_t)."""
     tokens_BxSxF = tasks.tokens(episode, self.num_classes, self.prompt)
-    mask_SxS = jnp.asarray(tasks.attention_mask(self.prompt, self.seq_len))
+    # The episode's own T (<= seq_len; icl_jax.load's episodes may be shorter): every
+    # prompt's mask for T examples is the top-left block of the mask for seq_len, and each
+    # model reads positions [0, S), so the logits are those of the first T positions.
+    t = episode.x_BxTxD.shape[1]
+    mask_SxS = jnp.asarray(tasks.attention_mask(self.prompt, t))
     outputs_BxSxC = nnx.merge(self.graphdef, params)(tokens_BxSxF, mask_SxS)
     return tasks.predictions(outputs_BxSxC, self.prompt)
 

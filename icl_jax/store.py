@@ -216,7 +216,8 @@ class Store:
     alone (no array is read)."""
     manager = listing_retried(lambda: ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(read_only=True),
-        item_handlers={'state': ocp.PyTreeCheckpointHandler()}))
+        item_handlers={'state': ocp.PyTreeCheckpointHandler(),
+                       'config': ocp.JsonCheckpointHandler()}))
     try:
       tree = manager.item_metadata(step)['state']
     finally:

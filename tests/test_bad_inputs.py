@@ -84,8 +84,8 @@ def with_values(config, **overrides):
     (dict(task__num_tasks='abc'), r"config\.task\.num_tasks must be an integer .*got 'abc'"),
     (dict(task__num_tasks=True), r'config\.task\.num_tasks must be an integer .*got True'),
     (dict(train__batch_size=20),
-     r'config\.train\.batch_size=20 is not divisible by the 8 devices of the data axis; use '
-     r'a multiple of 8'),
+     r'config\.train\.batch_size=20 is not divisible by the 8 devices of the data axis: split '
+     r'it over 5 of them with --config\.mesh\.data=5 .*or, for a new run, use a multiple of 8'),
     (dict(train__lr=0.0), r'config\.train\.lr must be a finite number > 0 .*got 0\.0'),
     (dict(train__lr=1e39),  # Finite in Python, inf in float32.
      r'config\.train\.lr must be a finite number > 0 \(in float32: between 1\.18e-38 and '

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from icl_jax import config as config_lib
+from icl_jax import packing
 from icl_jax import sharding
 from icl_jax import steps
 from icl_jax import group as group_lib
@@ -159,8 +160,9 @@ def test_a_group_too_large_for_device_memory_trains_in_chunks(data_dir, tmp_path
     c.mesh.run, c.mesh.data = 1, 8  # All three runs on every device: three slots each.
     configs.append(c)
   workdirs = [str(tmp_path / f'run{i}') for i in range(3)]
-  # One byte of device memory: a device holds one run at a time.
-  results = train.train_group(configs, workdirs, device_memory_bytes=1)
+  # Device memory for one run and a fifth: a device holds one run at a time.
+  memory = int(1.2 * packing.run_bytes(workload.build(configs[0])) / packing.MEMORY_FRACTION)
+  results = train.train_group(configs, workdirs, device_memory_bytes=memory)
   assert [r.error for r in results] == [None] * 3 and [r.step for r in results] == [4] * 3
   assert 'would not fit in device memory: training them in chunks of 1' in caplog.text
   from icl_jax import status as status_lib  # pylint: disable=g-import-not-at-top

@@ -33,6 +33,9 @@ CACHE_DIRNAME = 'icl_jax_cache'
 # that caches written by older code are never read. 2: uint8 pixels + mean and
 # std where that is exact (the float32 values are unchanged).
 _PREPROCESSING_VERSION = 2
+# A split's std below this fraction of its mean's magnitude is float32 rounding, not
+# variation (16 units in the last place).
+_MIN_RELATIVE_STD = 16 * float(np.finfo(np.float32).eps)
 # ITU-R BT.601 luma weights.
 _LUMA_WEIGHTS_C = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -191,7 +194,8 @@ def _load(
         raise UserError(f'The embedded digits dataset in {builder.data_dir} is unreadable '
                         f'even when prepared anew ({again}); check that disk.') from None
       cache_path = _with_fingerprint(cache_path, _fingerprint(builder.data_dir))
-    arrays = dict(_preprocess(images_NxHxWxC, image_shape), y_N=y_N)
+    arrays = dict(_preprocess(images_NxHxWxC, image_shape, f'{name}, split {split!r}'),
+                  y_N=y_N)
     _write_npz_atomically(cache_path, **arrays)
     _remove_stale(cache_path)
   return _dataset(arrays, num_classes, image_shape, name, split)
@@ -248,7 +252,8 @@ def _read_cache(cache_path: str) -> dict[str, np.ndarray] | None:
 
 def _load_local(source: sources.Source, name: str, split: str,
                 image_shape: tuple[int, int], data_dir: str) -> Dataset:
-  """`_load` of a file source (sources.py), cached under its fingerprint."""
+  """`_load` of a file source (sources.py), cached under its fingerprint. What the source
+  reads is checked (sources.Source.read) before it is preprocessed or cached."""
   source.check(split)
   height, width = image_shape
   cache_path = os.path.join(data_dir, CACHE_DIRNAME, source.cache_dir(),
@@ -258,7 +263,7 @@ def _load_local(source: sources.Source, name: str, split: str,
     num_classes = int(arrays.pop('num_classes'))
   else:
     images_NxHxWxC, y_N, num_classes = source.read(split, image_shape)
-    arrays = dict(_preprocess(images_NxHxWxC, image_shape), y_N=y_N)
+    arrays = dict(_preprocess(images_NxHxWxC, image_shape, source.where(split)), y_N=y_N)
     _write_npz_atomically(cache_path, **arrays, num_classes=np.int32(num_classes))
   return _dataset(arrays, num_classes, image_shape, name, split)
 
@@ -272,7 +277,8 @@ def from_images(
     split: str,
 ) -> Dataset:
   """A Dataset from images in memory, preprocessed as `load` does (benchmarks, tests)."""
-  arrays = dict(_preprocess(images_NxHxWxC, _check_image_shape(image_shape)),
+  arrays = dict(_preprocess(images_NxHxWxC, _check_image_shape(image_shape),
+                            f'{name}, split {split!r}'),
                 y_N=np.asarray(y_N, np.int32))
   return _dataset(arrays, num_classes, tuple(image_shape), name, split)
 
@@ -310,11 +316,12 @@ def preprocess(
 
 
 def _preprocess(
-    images_NxHxWxC: np.ndarray, image_shape: tuple[int, int]
+    images_NxHxWxC: np.ndarray, image_shape: tuple[int, int], where: str = 'The images'
 ) -> dict[str, np.ndarray]:
   """`preprocess`, as the arrays the cache stores: 'mean' and 'std' (float32
   scalars) and either 'pixels_NxD' (uint8, where the values before
-  normalisation are integers in [0, 255]) or 'x_NxD' (normalised float32)."""
+  normalisation are integers in [0, 255]) or 'x_NxD' (normalised float32).
+  UserError, naming `where`, if the result would not be finite."""
   images_NxHxWxC = np.asarray(images_NxHxWxC, np.float32)
   num_channels = images_NxHxWxC.shape[-1]
   if num_channels == 3:
@@ -349,10 +356,32 @@ def _preprocess(
   # scalar mean and std for the whole split, as the GPICL paper does.
   mean = np.float32(x_NxD.mean(dtype=np.float64))
   std = np.float32(x_NxD.std(dtype=np.float64))
+  _check_spread(mean, std, image_shape, where)
   pixels_NxD = compact.as_uint8(x_NxD)
   if pixels_NxD is not None:
     return {'pixels_NxD': pixels_NxD, 'mean': mean, 'std': std}
-  return {'x_NxD': compact.normalise(x_NxD, mean, std), 'mean': mean, 'std': std}
+  x_NxD = compact.normalise(x_NxD, mean, std)
+  if not np.isfinite(x_NxD).all():  # A spread float32 cannot divide by (checks.py's bounds).
+    raise UserError(f'{where}: the values vary by too little (std {std:.3g}) to normalise in '
+                    'float32; rescale the images (e.g. to [0, 1]).')
+  return {'x_NxD': x_NxD, 'mean': mean, 'std': std}
+
+
+def _check_spread(mean: np.float32, std: np.float32, image_shape: tuple[int, int],
+                  where: str) -> None:
+  """Dividing by a std of 0 is what made a split of constant images end in "Training
+  diverged": file sources check their raw values first (checks.py); this also covers images
+  that only a resize makes constant, and every TFDS dataset. A std within float32's rounding
+  of the mean (a resized constant image is not exactly constant) counts as 0: normalising
+  would blow rounding noise up to unit scale."""
+  if (np.isfinite(mean) and np.isfinite(std) and std > 0
+      and std >= _MIN_RELATIVE_STD * abs(float(mean))):
+    return
+  raise UserError(
+      f'{where}: after grayscale and resizing to {image_shape[0]}x{image_shape[1]}, every '
+      f'value is {mean:.6g} (std {std:.3g}, within float32\'s rounding): the images do not '
+      'vary, and z-normalising them would divide by that. Use images that differ from each '
+      'other.')
 
 
 def _check_image_shape(image_shape) -> tuple[int, int]:

@@ -10,7 +10,10 @@ or `PREFIX:PATH` for a registered file kind:
 A kind is one `register(Kind(...))` call in its own module: the package imports every
 module in it (and plugins, icl_jax/plugins.py), so a new kind is one file. Everything after
 reading (grayscale, resize, normalise, the cache keyed by the kind's fingerprint) is
-loading.py's, the same for every kind.
+loading.py's, the same for every kind. What any kind's `read` returns is checked by one
+function, checks.split (numeric, finite, varying images; integer labels in range), so a new
+kind gets those checks without writing them; its own file checks what only its format can
+get wrong, before decoding.
 """
 
 from __future__ import annotations
@@ -23,7 +26,12 @@ from typing import Callable
 
 import numpy as np
 
+from icl_jax.data import checks
 from icl_jax.errors import UserError
+
+# Part of every cache directory's key: bump it when checks.split refuses more, so that a
+# split cached before (by code that let it through) is read and checked anew.
+_CHECKS_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,8 +39,9 @@ class Kind:
   prefix: str  # 'folder': arguments `folder:PATH`.
   doc: str  # What PATH is, in one line (error messages, the docs).
   splits: Callable[[str], list[str]]  # PATH -> its split names; UserError if unreadable.
-  # (PATH, split, image_shape) -> (images_NxHxWxC, labels_N int32, num_classes): numeric
+  # (PATH, split, image_shape) -> (images_NxHxWxC, labels_N, num_classes): numeric
   # images, C = 1 or 3; images of one size are returned as they are (loading.py resizes).
+  # Checked by checks.split: finite, varying, integer labels in [0, num_classes).
   read: Callable[[str, str, tuple[int, int]], tuple[np.ndarray, np.ndarray, int]]
   # PATH -> a string that changes whenever the data does (e.g. its files' sizes and
   # modification times): the cache is keyed by it.
@@ -40,6 +49,8 @@ class Kind:
   layout: str  # How to lay out a split that is missing, e.g. 'Put its images under ...'.
   # The short name from PATH (tables, figures, TensorBoard tags); default: its stem.
   short_name: Callable[[str], str] | None = None
+  # (PATH, split, i) -> how messages name image i of a split (its file; `x_train[i]`).
+  example: Callable[[str, str, int], str] | None = None
 
 
 _KINDS: dict[str, Kind] = {}
@@ -88,13 +99,22 @@ class Source:
     """Where, under the cache root, this source's preprocessed splits go: keyed by its
     fingerprint, so an edited source is never served from a stale cache."""
     stem = re.sub(r'[^A-Za-z0-9_.-]', '_', self.name)
-    h = hashlib.sha256(f'{self.kind.prefix}\0{self.path}\0'.encode())
+    h = hashlib.sha256(f'{self.kind.prefix}\0{self.path}\0c{_CHECKS_VERSION}\0'.encode())
     h.update(self.kind.fingerprint(self.path).encode())
     return os.path.join(self.kind.prefix, f'{stem}-{h.hexdigest()[:12]}')
 
   def read(self, split: str,
            image_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, int]:
-    return self.kind.read(self.path, split, image_shape)
+    """(images_NxHxWxC, labels_N int32, num_classes) of `split`, checked (checks.split)."""
+    images_NxHxWxC, labels_N, num_classes = self.kind.read(self.path, split, image_shape)
+    example = None
+    if self.kind.example is not None:
+      example = lambda i: self.kind.example(self.path, split, i)
+    return checks.split(images_NxHxWxC, labels_N, num_classes, self.where(split), example)
+
+  def where(self, split: str) -> str:
+    """How messages name one split of this source."""
+    return f'{self.spec}, split {split!r}'
 
 
 def parse(spec: str) -> Source | None:
