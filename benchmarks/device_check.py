@@ -409,7 +409,7 @@ class Check:
         break
       running: dict[str, Any] = {}
 
-      def on_json(record, running=running):
+      def on_json(record, running=running, rows=rows):
         if 'row_start' in record:
           running.update(row=record['row_start'], since=time.monotonic())
         elif 'row' in record:
@@ -521,7 +521,8 @@ def parse_deadlines(text: str) -> dict[str, float]:
     return {row: float(seconds) for row, _, seconds in
             (item.partition('=') for item in filter(None, text.split(',')))}
   except ValueError:
-    raise argparse.ArgumentTypeError(f'expected ROW=SECONDS[,ROW=SECONDS], got {text!r}')
+    raise argparse.ArgumentTypeError(
+        f'expected ROW=SECONDS[,ROW=SECONDS], got {text!r}') from None
 
 
 def canonical(name: str) -> str:
@@ -565,9 +566,9 @@ def read_training(workdir: str) -> dict:
   every = max(1, len(losses) // 20)  # About 20 points of the curve, and the last.
   curve = losses[::every] + ([losses[-1]] if losses and (len(losses) - 1) % every else [])
   out = {'steps_done': max(r['step'] for r in records), 'evals': evals,
-         'loss_curve': [[s, round(l, 4)] for s, l in curve],
+         'loss_curve': [[s, round(loss, 4)] for s, loss in curve],
          'loss_last': losses[-1][1] if losses else None,
-         'loss_min': min(l for _, l in losses) if losses else None,
+         'loss_min': min(loss for _, loss in losses) if losses else None,
          'plateau_length': diagnose.plateau_length(records, 10),
          'train_steps_per_sec_median': rates[len(rates) // 2] if rates else None}
   if evals:

@@ -67,7 +67,7 @@ def run_child(cmd: list[str], env: dict[str, str], cpus: list[int] | None) -> tu
   done = subprocess.run(cmd, env=env, capture_output=True, text=True, preexec_fn=pin,
                         check=False)
   wall = time.perf_counter() - start
-  lines = [l for l in done.stdout.splitlines() if l.startswith('{')]
+  lines = [line for line in done.stdout.splitlines() if line.startswith('{')]
   if done.returncode != 0 or not lines:
     tail = (done.stderr.strip().splitlines() or ['(no output)'])[-1]
     raise RuntimeError(f'exit {done.returncode}: {tail}')

@@ -201,7 +201,7 @@ def main():
   parser.add_argument('--dtype', default='bfloat16')
   args = parser.parse_args()
   sys.path.insert(0, HERE)
-  import bench_common  # pylint: disable=g-import-not-at-top,unused-import  (runtime settings)
+  import bench_common  # noqa: F401  (its import applies the runtime settings)
   for name in args.workloads.split(','):
     print(json.dumps(measure(name, args.dtype)), flush=True)
 

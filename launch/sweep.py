@@ -55,7 +55,7 @@ from icl_jax import plan
 from icl_jax import plugins
 from icl_jax import status as status_lib
 from icl_jax.errors import UserError
-from . import backends  # pylint: disable=unused-import  (its modules register themselves)
+from . import backends  # noqa: F401  (importing it registers every backend)
 from . import worker
 from .backends import base
 from .backends import registry

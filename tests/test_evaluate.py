@@ -77,11 +77,11 @@ def test_cli_end_to_end_writes_json_csv_png(trained_run, tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   # The Table-1 style table: methods as rows, one column per set.
   lines = out.stdout.splitlines()
-  header = next(l for l in lines if l.startswith('after 9 examples'))
+  header = next(line for line in lines if line.startswith('after 9 examples'))
   for column in ('digits (seen tasks)', 'digits', 'random'):
     assert column in header
   for method in ('transformer', 'knn', 'knn3', 'logreg', 'sgd', 'centroid', 'majority'):
-    assert any(l.split()[0] == method for l in lines if l.strip()), method
+    assert any(line.split()[0] == method for line in lines if line.strip()), method
   with open(os.path.join(out_dir, 'results.json')) as f:
     report = json.load(f)
   assert report['step'] == 40 and report['num_episodes'] == 64

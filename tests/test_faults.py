@@ -67,11 +67,11 @@ def test_a_run_tells_what_it_does_and_its_log_file_reads_as_lines(straight_run):
   log = fault_check.tail(ws.log_path(os.path.basename(workdir)), 100_000)
   assert '\r' not in log
   lines = log.splitlines()
-  banner = [l for l in lines if l.startswith('icl_jax: training ')]
+  banner = [line for line in lines if line.startswith('icl_jax: training ')]
   assert banner == [f'icl_jax: training {workdir} ({LAST} steps)'], log
   for expected in ('  config (changed from the defaults): ', '  model: transformer, ',
                    '  devices: 1 x cpu', '  TensorBoard: tensorboard --logdir '):
-    assert any(l.startswith(expected) for l in lines), (expected, log)
+    assert any(line.startswith(expected) for line in lines), (expected, log)
   assert re.search(r'^compiled in \d+\.\d s$', log, re.M), log
   assert re.search(rf'^train: {LAST}/{LAST} steps \(100%\), .* ETA 0m00s, loss ', log, re.M)
   with open(os.path.join(workdir, status_lib.CONFIG_FILE)) as f:

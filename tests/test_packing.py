@@ -105,7 +105,7 @@ def test_packed_group_equals_its_runs_one_by_one(group, strategy):
   # The padding slots train copies of the first run.
   np.testing.assert_allclose(losses_RxK[5:], np.broadcast_to(losses_RxK[0], (3, 6)), rtol=1e-5)
   # The runs really differ.
-  assert len({round(float(l[-1]), 6) for l in losses_RxK[:5]}) == 5
+  assert len({round(float(losses_K[-1]), 6) for losses_K in losses_RxK[:5]}) == 5
 
 
 def test_auto_strategy_maps_on_a_cpu(group):

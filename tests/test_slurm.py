@@ -85,7 +85,7 @@ def test_a_bad_slurm_flag_is_one_line(data_dir, tmp_path, flag, message):
   out = subprocess.run(launch(root, data_dir, '--slurm_timeout_min=10', flag), cwd=REPO,
                        env=env(), capture_output=True, text=True, timeout=120)
   assert out.returncode == 2 and 'Traceback' not in out.stderr, out.stderr[-3000:]
-  errors = [l for l in out.stderr.splitlines() if l.startswith('error:')]
+  errors = [line for line in out.stderr.splitlines() if line.startswith('error:')]
   assert len(errors) == 1 and message in errors[0], out.stderr
   assert not os.path.exists(os.path.join(root, status_lib.SWEEP_FILE))
 

@@ -239,7 +239,7 @@ def test_used_up_time_outs_end_in_one_line_and_a_resumable_status(stopped):
   print(f'\ntime-outs used up: {sweep.states}\n' + _story(logs))
   assert sweep.states == {sweep.job: ['COMPLETED']}, logs[-3000:]
   assert 'Traceback' not in logs, logs[-3000:]
-  errors = [l for l in logs.splitlines() if l.startswith('error:')]
+  errors = [line for line in logs.splitlines() if line.startswith('error:')]
   assert len(errors) == 1, logs[-3000:]
   assert re.fullmatch(r'error: group 0 saved step \d+ and stopped: SLURM stopped it at its time '
                       r'limit more than --slurm_max_num_timeout=0 times, so it was not requeued; '
@@ -270,7 +270,7 @@ def test_a_refused_submission_is_one_line_and_changes_nothing(stopped, env, data
   before = _files(sweep.root)
   out = launch(env, data_dir, sweep.root, sweep.arg, *LONG, '--slurm_gpus_per_node=3')
   assert out.returncode == 2 and 'Traceback' not in out.stderr, out.stderr[-3000:]
-  errors = [l for l in out.stderr.splitlines() if 'error' in l.lower()]
+  errors = [line for line in out.stderr.splitlines() if 'error' in line.lower()]
   assert len(errors) == 1 and errors[0].startswith('error: sbatch refused the array ('), out.stderr
   assert 'Requested node configuration is not available' in errors[0]
   assert 'Nothing was submitted and the sweep is as it was' in errors[0]
@@ -404,7 +404,7 @@ def _story(logs):
   """The lines of a requeued task's log that tell what happened (for the output)."""
   keep = ('Caught signal', 'preempted: group', 'requeueing group', 'Requeued job',
           'CANCELLED AT', 'steps (', 'Job completed', 'not requeued')
-  return '\n'.join(l for l in logs.splitlines() if any(k in l for k in keep))
+  return '\n'.join(line for line in logs.splitlines() if any(k in line for k in keep))
 
 
 def test_the_preempted_task_resumes_exactly_after_its_hold(slurm_cluster, preempted):

@@ -172,8 +172,8 @@ def test_threefry_projection_is_jax_random_normal_bit_for_bit():
   for a task's D x D and for odd shapes, under vmap (as the sampler draws them) too."""
   keys = jax.random.split(jax.random.key(11), 8)
   for shape in [(784, 784), (16, 16), (3, 1001), (1,)]:
-    ours = jax.jit(jax.vmap(lambda k: projected.threefry_normal(k, shape)))(keys)
-    theirs = jax.jit(jax.vmap(lambda k: jax.random.normal(k, shape)))(keys)
+    ours = jax.jit(jax.vmap(lambda k, shape=shape: projected.threefry_normal(k, shape)))(keys)
+    theirs = jax.jit(jax.vmap(lambda k, shape=shape: jax.random.normal(k, shape)))(keys)
     np.testing.assert_array_equal(ours, theirs)
   assert projected.NORMALS['threefry'] is projected.threefry_normal
 

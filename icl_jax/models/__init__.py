@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, TypeAlias
 
 import ml_collections
 from flax import nnx
@@ -34,7 +34,11 @@ from icl_jax.models.transformer import Transformer
 from icl_jax.tasks.prompts import CAUSAL_PROMPTS
 from icl_jax.tasks.prompts import PROMPTS
 
-ModelConfig = ml_collections.ConfigDict  # config.model
+# Re-exported: what users and tests reach through `icl_jax.models`.
+__all__ = ['ATTENTION', 'DTYPES', 'LSA', 'LSTM', 'MLP', 'MODELS', 'ModelEntry', 'OuterProductLSTM',
+           'Transformer', 'build', 'gd_construction', 'lsa_predict', 'register', 'state_size']
+
+ModelConfig: TypeAlias = ml_collections.ConfigDict  # config.model
 
 
 class ModelEntry(NamedTuple):

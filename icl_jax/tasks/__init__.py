@@ -26,5 +26,11 @@ from icl_jax.tasks.prompts import labels
 from icl_jax.tasks.prompts import CAUSAL_PROMPTS
 from icl_jax.tasks.prompts import PROMPTS
 
+__all__ = [
+    'CAUSAL_PROMPTS', 'Curriculum', 'DEFAULT_PROJECTION', 'Episode', 'FAMILIES', 'Family',
+    'PROJECTIONS', 'PROMPTS', 'SYNTHETIC_FAMILIES', 'TaskOptions', 'attention_mask', 'labels',
+    'num_tokens', 'predictions', 'sample_episodes', 'sample_task_ids', 'task_params', 'tokens'
+]
+
 for _module in pkgutil.iter_modules(__path__):
   importlib.import_module(f'{__name__}.{_module.name}')
